@@ -1,0 +1,172 @@
+"""Training data: find labelled photos in a channel, verify them once, feed them to PyTorch.
+
+Two channel layouts are accepted, because both exist in the wild:
+
+* folder per count: ``<channel>/<count>/<id>.jpg`` (what ``prepare_data`` writes and the
+  capstone's S3 data used);
+* ABID native: ``<channel>/bin-images/<id>.jpg`` with ``<channel>/metadata/<id>.json`` holding
+  ``EXPECTED_QUANTITY`` (the public bucket's own layout).
+
+Ids are file stems and stay strings: ``523`` and ``00523`` are different photos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from . import CLASSES
+from .errors import DataError
+from .imaging import ImageError, augment, load_and_preprocess
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    path: Path
+    count: int
+
+    @property
+    def label(self) -> int:
+        """Class index of the count (0 for 1 item, ... 4 for 5 items)."""
+        return CLASSES.index(self.count)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+
+
+def _read_quantity(meta_path: Path) -> int:
+    try:
+        meta = json.loads(meta_path.read_text())
+        quantity = meta["EXPECTED_QUANTITY"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"metadata {meta_path} has no readable EXPECTED_QUANTITY: {exc}") from None
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise DataError(f"metadata {meta_path}: EXPECTED_QUANTITY {quantity!r} is not an integer")
+    return quantity
+
+
+def discover_channel(name: str, root: Path) -> list[Sample]:
+    """Every labelled photo of counts 1..5 in one channel, in a stable order."""
+    if not root.is_dir():
+        raise DataError(f"channel '{name}' is missing: no folder {root}")
+    samples: list[Sample] = []
+    skipped = Counter()
+    native_images = root / "bin-images"
+    if native_images.is_dir():
+        meta_dir = root / "metadata"
+        if not meta_dir.is_dir():
+            raise DataError(
+                f"channel '{name}' has {native_images} but no {meta_dir}: the ABID layout needs "
+                "metadata/<id>.json beside bin-images/<id>.jpg"
+            )
+        for path in _images_in(native_images):
+            meta = meta_dir / f"{path.stem}.json"
+            if not meta.is_file():
+                skipped["no metadata"] += 1
+                continue
+            count = _read_quantity(meta)
+            if count in CLASSES:
+                samples.append(Sample(path.stem, path, count))
+            else:
+                skipped[f"count {count} outside 1..5"] += 1
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name in ("bin-images", "metadata"):
+            continue
+        if folder.name not in {str(c) for c in CLASSES}:
+            log.warning(
+                "channel '%s': ignoring folder %s (not a count 1..5)", name, folder.name
+            )
+            continue
+        samples.extend(Sample(p.stem, p, int(folder.name)) for p in _images_in(folder))
+    if skipped:
+        log.info("channel '%s': skipped %s", name, dict(skipped))
+    if not samples:
+        raise DataError(
+            f"channel '{name}' ({root}) holds no labelled photos: expected <count>/<id>.jpg "
+            "folders 1..5 or bin-images/<id>.jpg with metadata/<id>.json"
+        )
+    return samples
+
+
+def verify_samples(
+    name: str,
+    samples: list[Sample],
+    image_size: int,
+    max_bad_fraction: float,
+    workers: int = 4,
+) -> list[Sample]:
+    """Decode every photo once; drop unreadable ones, failing if more than a set share are.
+
+    Decoding here, not lazily inside the loader, means a bad file is reported by name before
+    the first step, every epoch sees the same samples, and ranks agree on the dataset size.
+    """
+
+    def check(sample: Sample) -> str | None:
+        try:
+            load_and_preprocess(sample.path, image_size)
+        except ImageError as exc:
+            return exc.reason
+        except OSError as exc:
+            return f"unreadable: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        problems = list(pool.map(check, samples))
+    good = [s for s, p in zip(samples, problems, strict=True) if p is None]
+    bad = [(s, p) for s, p in zip(samples, problems, strict=True) if p is not None]
+    for sample, problem in bad[:20]:
+        log.warning("channel '%s': skipping %s: %s", name, sample.path, problem)
+    if len(bad) > 20:
+        log.warning("channel '%s': ... and %d more unreadable photos", name, len(bad) - 20)
+    share = len(bad) / len(samples)
+    log.info(
+        "channel '%s': %d photos, %d unreadable skipped (%.1f%%)",
+        name,
+        len(samples),
+        len(bad),
+        100 * share,
+    )
+    if share > max_bad_fraction:
+        raise DataError(
+            f"channel '{name}': {len(bad)} of {len(samples)} photos ({100 * share:.1f}%) are "
+            f"unreadable, above max_bad_fraction={max_bad_fraction:g}; first: "
+            f"{bad[0][0].path.name}: {bad[0][1]}"
+        )
+    return good
+
+
+def class_counts(samples: list[Sample]) -> list[int]:
+    counts = Counter(s.count for s in samples)
+    return [counts.get(c, 0) for c in CLASSES]
+
+
+class CountDataset(Dataset):
+    """(``uint8`` image tensor, class index) pairs, augmented when training."""
+
+    def __init__(self, samples: list[Sample], image_size: int, augment: str = "none") -> None:
+        self.samples = samples
+        self.image_size = image_size
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        image = load_and_preprocess(sample.path, self.image_size)
+        return augment(image, self.augment), sample.label

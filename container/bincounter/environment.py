@@ -1,0 +1,173 @@
+"""SageMaker's ``/opt/ml`` contract: where things are read from and written to.
+
+A bring-your-own container gets no ``SM_*`` variables; it gets files. This module reads them
+(through ``sagemaker-training``'s own parsing, so we decode hyperparameters and split off
+``sagemaker_*`` keys exactly as AWS's toolkits do) and says which problem a person must fix when
+one is missing or unreadable. ``SAGEMAKER_BASE_DIR`` relocates the whole tree, as in the toolkit,
+so the same ``./train`` and ``./serve`` run on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_BASE_DIR = Path("/opt/ml")
+REQUIRED_CHANNELS = ("train", "validation")
+OPTIONAL_CHANNELS = ("test",)
+
+
+def base_dir() -> Path:
+    """The root of the SageMaker tree: ``$SAGEMAKER_BASE_DIR`` or ``/opt/ml``."""
+    return Path(os.environ.get("SAGEMAKER_BASE_DIR", str(DEFAULT_BASE_DIR)))
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every location of the contract, derived from one base directory."""
+
+    base: Path
+
+    @property
+    def config_dir(self) -> Path:
+        return self.base / "input" / "config"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "input" / "data"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base / "model"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base / "output"
+
+    @property
+    def output_data_dir(self) -> Path:
+        return self.output_dir / "data"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        # SageMaker syncs this folder with CheckpointConfig.S3Uri (managed spot training).
+        return Path(os.environ.get("BINCOUNTER_CHECKPOINT_DIR", str(self.base / "checkpoints")))
+
+    @classmethod
+    def from_environment(cls) -> Paths:
+        return cls(base_dir())
+
+
+@dataclass(frozen=True)
+class TrainingEnvironment:
+    """A read-only snapshot of what SageMaker gave this training container."""
+
+    paths: Paths
+    hyperparameters: dict[str, Any]
+    channels: dict[str, Path]
+    hosts: list[str]
+    current_host: str
+    network_interface_name: str = "eth0"
+    num_gpus: int = 0
+    job_name: str = ""
+    resource_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_master(self) -> bool:
+        return self.current_host == self.hosts[0]
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def load_training_environment() -> TrainingEnvironment:
+    """Read ``input/config/*.json`` and the channels, failing with a reason a person can act on.
+
+    Missing ``resourceconfig.json`` (a laptop run) means one host; missing
+    ``inputdataconfig.json`` means the channel folders present on disk.
+    """
+    paths = Paths.from_environment()
+    if not paths.base.is_dir():
+        raise ConfigError(
+            f"SageMaker tree {paths.base} does not exist: run inside SageMaker, or set "
+            "SAGEMAKER_BASE_DIR to a folder with input/config and input/data"
+        )
+    hp_file = paths.config_dir / "hyperparameters.json"
+    raw_hps = _read_json(hp_file, "hyperparameters file") if hp_file.exists() else {}
+    if not isinstance(raw_hps, dict):
+        raise ConfigError(f"hyperparameters file {hp_file} must hold a JSON object")
+
+    rc_file = paths.config_dir / "resourceconfig.json"
+    if rc_file.exists():
+        resource_config = _read_json(rc_file, "resource config")
+        if not isinstance(resource_config, dict) or not resource_config.get("hosts"):
+            raise ConfigError(f"resource config {rc_file} has no 'hosts' list")
+        if resource_config.get("current_host") not in resource_config["hosts"]:
+            raise ConfigError(
+                f"resource config {rc_file}: current_host "
+                f"{resource_config.get('current_host')!r} is not among hosts"
+            )
+    else:
+        resource_config = {"current_host": "algo-1", "hosts": ["algo-1"]}
+
+    idc_file = paths.config_dir / "inputdataconfig.json"
+    if idc_file.exists():
+        input_data_config = _read_json(idc_file, "input data config")
+        if not isinstance(input_data_config, dict):
+            raise ConfigError(f"input data config {idc_file} must hold a JSON object")
+    else:
+        found = sorted(p.name for p in paths.data_dir.iterdir()) if paths.data_dir.is_dir() else []
+        input_data_config = {name: {"TrainingInputMode": "File"} for name in found}
+
+    # sagemaker-training reads the tree at import time from SAGEMAKER_BASE_DIR: export the base
+    # we validated so its paths and ours are the same, then let it parse exactly as AWS does.
+    os.environ["SAGEMAKER_BASE_DIR"] = str(paths.base)
+    from sagemaker_training import environment as toolkit
+
+    env = toolkit.Environment(
+        resource_config=resource_config,
+        input_data_config=input_data_config or {"_none": {}},
+        hyperparameters={k: _toolkit_decode(v) for k, v in raw_hps.items()} or {"_none": ""},
+    )
+    hyperparameters = {k: v for k, v in env.hyperparameters.items() if k != "_none"}
+    channels = {
+        name: paths.data_dir / name for name in env.channel_input_dirs if name != "_none"
+    }
+    return TrainingEnvironment(
+        paths=paths,
+        hyperparameters=hyperparameters,
+        channels=channels,
+        hosts=sorted(env.hosts),
+        current_host=env.current_host,
+        network_interface_name=env.network_interface_name,
+        num_gpus=env.num_gpus,
+        job_name=os.environ.get("TRAINING_JOB_NAME", ""),
+        resource_config=resource_config,
+    )
+
+
+def _toolkit_decode(value: Any) -> Any:
+    """The toolkit's ``read_hyperparameters`` JSON-decodes each value once; so do we."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

@@ -1,0 +1,146 @@
+"""Decoding and preprocessing of bin photos: the one path shared by training and serving.
+
+Training and serving both call ``load_image`` then ``preprocess``; training adds
+``augment`` on the resulting tensor. Nothing else touches pixels, so the two sides can never
+drift apart. The whole photo is resized to a square, never cropped: a crop can cut items out of
+the count. Normalisation to ImageNet statistics happens inside the model (``model.Normalize``),
+so the tensors here stay ``uint8`` (four times less to move between loader processes) and an
+exported graph carries its own normalisation.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import UserError
+
+#: Largest photo we decode. Bin cameras give well under 1 Mpx; this is a decompression-bomb cap.
+MAX_PIXELS = 40_000_000
+#: Smallest and largest side, and widest aspect ratio, that can be a bin photo at all.
+MIN_SIDE = 8
+MAX_SIDE = 16_384
+MAX_ASPECT = 20.0
+#: Formats we accept, by what the bytes are, not by what a header claims.
+ACCEPTED_FORMATS = ("JPEG", "PNG")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageError(UserError):
+    """The bytes are not a photo we can count items in; the reason says why."""
+
+
+def _check_size(width: int, height: int) -> None:
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ImageError(f"image is {width}x{height} pixels; each side must be >= {MIN_SIDE}")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ImageError(
+            f"image is {width}x{height} pixels; the limit is {MAX_SIDE} per side and "
+            f"{MAX_PIXELS:,} pixels in all (decompression-bomb guard)"
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise ImageError(
+            f"image is {width}x{height} pixels: aspect ratio above {MAX_ASPECT:g} is not a bin photo"
+        )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode a camera or an editor produces -> 8-bit RGB, keeping the picture's look."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit (or wider) greyscale: scale into 8 bits instead of clipping everything to white.
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode != "F" or array.max() > 255 else 255.0
+        array = np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8)
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels become white, as a viewer would show them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(source: bytes | str | Path, image_size: int | None = None) -> Image.Image:
+    """Decode a JPEG or PNG fully and return it as upright 8-bit RGB.
+
+    Validates before decoding (format sniffed from the bytes, size limits) and decodes every
+    byte, so truncated files fail here rather than producing a half-grey photo. With
+    ``image_size`` a JPEG is decoded at the smallest DCT scale still at least that large
+    (draft mode): the same pixels whether called from training or serving, at a fraction of
+    the decode time for large photos.
+    """
+    if isinstance(source, bytes | bytearray):
+        if not source:
+            raise ImageError("empty body: no image bytes")
+        stream: io.BytesIO | Path = io.BytesIO(source)
+    else:
+        stream = Path(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream, formats=ACCEPTED_FORMATS)
+            _check_size(*image.size)
+            if image_size and image.format == "JPEG":
+                image.draft("RGB", (image_size, image_size))
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"not a supported image: the bytes are none of {', '.join(ACCEPTED_FORMATS)}"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large (decompression-bomb guard): {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # PIL raises OSError for truncated data, SyntaxError/ValueError for broken headers.
+        raise ImageError(f"image is corrupt or truncated: {exc}") from None
+    return _to_rgb(image)
+
+
+def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
+    """Whole photo -> ``uint8`` tensor ``[3, image_size, image_size]`` (squash, never crop)."""
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def load_and_preprocess(source: bytes | str | Path, image_size: int) -> torch.Tensor:
+    """The pipeline both sides run: validated decode, then ``preprocess``."""
+    return preprocess(load_image(source, image_size), image_size)
+
+
+def augment(
+    image: torch.Tensor, kind: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Training-only augmentation on a ``uint8`` image tensor ``[3, H, W]`` (square).
+
+    Bins are photographed from above, so any of the eight flips/90-degree rotations is another
+    valid photo with the same count. ``full`` adds mild brightness/contrast jitter, as lighting
+    differs between stations. Nothing here crops or hides part of the bin.
+    """
+    if kind == "none":
+        return image
+    rolls = int(torch.randint(0, 8, (1,), generator=generator).item())
+    out = torch.rot90(image, k=rolls % 4, dims=(1, 2))
+    if rolls >= 4:
+        out = torch.flip(out, dims=(2,))
+    if kind == "full":
+        brightness, contrast = (0.8 + 0.4 * torch.rand(2, generator=generator)).tolist()
+        as_float = out.float()
+        mean = as_float.mean()
+        as_float = (as_float - mean) * contrast + mean * brightness
+        out = as_float.clamp_(0, 255).to(torch.uint8)
+    return out.contiguous()

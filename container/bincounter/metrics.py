@@ -1,0 +1,110 @@
+"""Metric names, the stdout line SageMaker's regexes read, and count-aware evaluation.
+
+The training container prints one ``name=value`` line per epoch; SageMaker (and the tuner)
+extract metrics from CloudWatch logs with the regexes below. The launch scripts import
+``METRIC_DEFINITIONS`` from here, so the container and the jobs can never disagree on a name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from . import CLASSES
+
+#: A float as Python prints it, scientific notation included (``1e-05``, ``-3.2E+01``, ``nan``).
+NUMBER_REGEX = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
+
+METRIC_NAMES: tuple[str, ...] = (
+    "epoch",
+    "lr",
+    "train:loss",
+    "train:accuracy",
+    "validation:loss",
+    "validation:accuracy",
+    "validation:rmse",
+    "validation:off_by_one",
+    "test:accuracy",
+    "test:rmse",
+    "test:off_by_one",
+    "train:images_per_second",
+)
+
+
+def _metric_regex(name: str) -> str:
+    # Anchored on a word boundary so "train:loss" never matches inside "pretrain:loss".
+    return r"(?:^|\s)" + re.escape(name) + "=" + NUMBER_REGEX
+
+
+#: SageMaker MetricDefinitions (``{"Name", "Regex"}``), for training and tuning jobs.
+METRIC_DEFINITIONS: list[dict[str, str]] = [
+    {"Name": name, "Regex": _metric_regex(name)} for name in METRIC_NAMES
+]
+
+#: The tuning objective: what model selection on ``validation`` maximises.
+OBJECTIVE_METRIC = "validation:accuracy"
+
+
+def format_metrics(values: Mapping[str, float | int]) -> str:
+    """One log line of ``name=value`` tokens, in a form every regex above parses."""
+    unknown = set(values) - set(METRIC_NAMES)
+    if unknown:
+        raise ValueError(f"metric(s) {sorted(unknown)} have no MetricDefinition")
+    parts = []
+    for name, value in values.items():
+        text = str(int(value)) if isinstance(value, int) else f"{float(value):.6g}"
+        parts.append(f"{name}={text}")
+    return " ".join(parts)
+
+
+def parse_metrics(line: str) -> dict[str, float]:
+    """Read a log line back exactly as SageMaker would, one regex per metric."""
+    found = {}
+    for definition in METRIC_DEFINITIONS:
+        match = re.search(definition["Regex"], line)
+        if match:
+            found[definition["Name"]] = float(match.group(1))
+    return found
+
+
+def confusion_matrix(labels: Sequence[int], predictions: Sequence[int]) -> np.ndarray:
+    """Rows are true class indices, columns predicted ones (index i is count CLASSES[i])."""
+    k = len(CLASSES)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), np.asarray(predictions, np.int64)), 1)
+    return matrix
+
+
+def summarize(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, object]:
+    """Accuracy, RMSE in items, off-by-one accuracy, per-count precision/recall, confusion.
+
+    RMSE is in items (counts), not class indices, so it reads as "off by about N items".
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(predictions, dtype=np.int64)
+    n = int(y.size)
+    if n == 0:
+        return {"n": 0}
+    diff = (p - y).astype(np.float64)
+    matrix = confusion_matrix(y, p)
+    per_count = {}
+    for i, count in enumerate(CLASSES):
+        predicted = int(matrix[:, i].sum())
+        actual = int(matrix[i, :].sum())
+        per_count[str(count)] = {
+            "precision": float(matrix[i, i] / predicted) if predicted else math.nan,
+            "recall": float(matrix[i, i] / actual) if actual else math.nan,
+            "support": actual,
+        }
+    return {
+        "n": n,
+        "accuracy": float((diff == 0).mean()),
+        "rmse": float(np.sqrt((diff**2).mean())),
+        "off_by_one": float((np.abs(diff) <= 1).mean()),
+        "per_count": per_count,
+        "confusion_matrix": matrix.tolist(),
+        "classes": list(CLASSES),
+    }

@@ -1,0 +1,195 @@
+"""The counting model and its on-disk form.
+
+A torchvision ResNet whose first layer normalises ``uint8`` pixels with ImageNet statistics and
+whose head has five logits, one per count 1..5. On disk (``/opt/ml/model``) it is two files:
+``model.pt``, a plain ``state_dict`` loadable with ``torch.load(weights_only=True)`` (no pickled
+classes), and ``model_card.json``, which says how to rebuild and feed the network and carries
+the sha256 of the weights so a server can refuse a mismatched pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from . import CLASSES, __version__
+from .errors import ModelLoadError
+from .imaging import IMAGENET_MEAN, IMAGENET_STD
+
+WEIGHTS_FILE = "model.pt"
+CARD_FILE = "model_card.json"
+ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
+
+
+class Normalize(nn.Module):
+    """``uint8`` RGB in [0, 255] -> float normalised with ImageNet mean and std."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+def _imagenet_weights(arch: str) -> torchvision.models.WeightsEnum:
+    return torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+
+
+def pretrained_weights_path(arch: str) -> Path:
+    """Where torchvision caches (and the image bakes) the ImageNet weights of ``arch``."""
+    url = _imagenet_weights(arch).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def download_pretrained(arch: str) -> Path:
+    """Fetch ImageNet weights into the torch cache (used at image build time)."""
+    _imagenet_weights(arch).get_state_dict(progress=False)
+    return pretrained_weights_path(arch)
+
+
+def build_model(arch: str, pretrained: bool = False) -> nn.Module:
+    """ResNet ``arch`` with a 5-way head; ImageNet weights from the local cache if asked.
+
+    Pretrained weights are read from the torch cache only, never downloaded here: training
+    jobs may run with network isolation, and a hidden download is a hidden failure mode.
+    """
+    if arch not in ARCHITECTURES:
+        raise ModelLoadError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+    backbone = torchvision.models.get_model(arch, weights=None)
+    if pretrained:
+        path = pretrained_weights_path(arch)
+        if not path.is_file():
+            raise ModelLoadError(
+                f"pretrained=true but the ImageNet weights for {arch} are not in the torch cache "
+                f"({path}); build the image with weights baked in (the default), run "
+                f"'bincounter download-weights {arch}' where there is internet, or set "
+                "pretrained=false"
+            )
+        try:
+            backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise ModelLoadError(f"ImageNet weights at {path} could not be loaded: {exc}") from None
+    backbone.fc = nn.Linear(backbone.fc.in_features, len(CLASSES))
+    return nn.Sequential(Normalize(), backbone)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import PIL
+
+    return {
+        "bincounter": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def save_model(
+    model: nn.Module, model_dir: Path, *, arch: str, image_size: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Write weights then card into ``model_dir``; the card is written last, atomically.
+
+    A server treats a missing card as "no model", so a crash between the two leaves nothing
+    that looks complete.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    tmp = model_dir / f".{WEIGHTS_FILE}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, model_dir / WEIGHTS_FILE)
+    card = {
+        "format": "bincounter-model/1",
+        "arch": arch,
+        "classes": list(CLASSES),
+        "image_size": image_size,
+        "input": "RGB uint8, whole photo resized to image_size x image_size (no crop)",
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": 255},
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": sha256_file(model_dir / WEIGHTS_FILE),
+        "library_versions": library_versions(),
+        **extra,
+    }
+    atomic_write_bytes(model_dir / CARD_FILE, json.dumps(card, indent=2).encode())
+    return card
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def load_card(model_dir: Path) -> dict[str, Any]:
+    card_path = model_dir / CARD_FILE
+    if not card_path.is_file():
+        raise ModelLoadError(
+            f"no model card at {card_path}: is {model_dir} the extracted model.tar.gz of a "
+            "bincounter training job?"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as exc:
+        raise ModelLoadError(f"model card {card_path} is not valid JSON: {exc}") from None
+    missing = {"arch", "classes", "image_size", "weights_file", "weights_sha256"} - set(card)
+    if missing:
+        raise ModelLoadError(f"model card {card_path} lacks {sorted(missing)}")
+    if list(card["classes"]) != list(CLASSES):
+        raise ModelLoadError(f"model card {card_path} has classes {card['classes']}, not {CLASSES}")
+    return card
+
+
+def load_model(model_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from ``model_dir`` in eval mode, verifying the weights' checksum."""
+    card = load_card(model_dir)
+    weights = model_dir / card["weights_file"]
+    if not weights.is_file():
+        raise ModelLoadError(f"model weights {weights} named by the card are missing")
+    if sha256_file(weights) != card["weights_sha256"]:
+        raise ModelLoadError(
+            f"model weights {weights} do not match the card's sha256: the files come from "
+            "different training runs or the download is damaged"
+        )
+    model = build_model(card["arch"], pretrained=False)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise ModelLoadError(f"model weights {weights} could not be loaded: {exc}") from None
+    return model.eval(), card
