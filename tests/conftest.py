@@ -63,7 +63,9 @@ def build_tree(
         json.dumps(resource_config or {"current_host": "algo-1", "hosts": ["algo-1"]})
     )
     (config / "inputdataconfig.json").write_text(
-        json.dumps({c: {"TrainingInputMode": "File", "ContentType": "image/jpeg"} for c in per_count})
+        json.dumps(
+            {c: {"TrainingInputMode": "File", "ContentType": "image/jpeg"} for c in per_count}
+        )
     )
     for channel, n in per_count.items():
         split = {"train": "train", "validation": "validation", "test": "test"}[channel]

@@ -44,9 +44,7 @@ class Sample:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def _read_quantity(meta_path: Path) -> int:
@@ -88,9 +86,7 @@ def discover_channel(name: str, root: Path) -> list[Sample]:
         if folder.name in ("bin-images", "metadata"):
             continue
         if folder.name not in {str(c) for c in CLASSES}:
-            log.warning(
-                "channel '%s': ignoring folder %s (not a count 1..5)", name, folder.name
-            )
+            log.warning("channel '%s': ignoring folder %s (not a count 1..5)", name, folder.name)
             continue
         samples.extend(Sample(p.stem, p, int(folder.name)) for p in _images_in(folder))
     if skipped:

@@ -147,9 +147,7 @@ def load_training_environment() -> TrainingEnvironment:
         hyperparameters={k: _toolkit_decode(v) for k, v in raw_hps.items()} or {"_none": ""},
     )
     hyperparameters = {k: v for k, v in env.hyperparameters.items() if k != "_none"}
-    channels = {
-        name: paths.data_dir / name for name in env.channel_input_dirs if name != "_none"
-    }
+    channels = {name: paths.data_dir / name for name in env.channel_input_dirs if name != "_none"}
     return TrainingEnvironment(
         paths=paths,
         hyperparameters=hyperparameters,

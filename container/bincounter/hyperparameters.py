@@ -103,7 +103,9 @@ def _describe(name: str) -> str:
     if getattr(annotation, "__origin__", None) is Literal:
         allowed = "one of " + ", ".join(repr(a) for a in annotation.__args__)
     else:
-        allowed = getattr(annotation, "__name__", str(annotation)) + (f" {bounds}" if bounds else "")
+        allowed = getattr(annotation, "__name__", str(annotation)) + (
+            f" {bounds}" if bounds else ""
+        )
     return f"{allowed} ({field.description}; default {field.default!r})"
 
 

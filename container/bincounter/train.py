@@ -1,0 +1,540 @@
+"""The training job: one readable loop, DDP woven in, in the style of torchvision's references.
+
+``run(env)`` is what ``./train`` calls inside the container. It trains on ``train``, selects
+the best epoch on ``validation`` (accuracy, then loss), writes that model to ``/opt/ml/model``,
+evaluates it once on ``test`` if the channel exists, and writes reports to
+``/opt/ml/output/data``. A checkpoint is written every epoch (and on SIGTERM, mid-epoch) and
+a restarted job resumes from the newest good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.algorithms.join import Join
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from . import CLASSES, metrics, reports
+from .checkpoint import CheckpointStore
+from .data import CountDataset, Sample, class_counts, discover_channel, verify_samples
+from .distributed import (
+    DistContext,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    init_process_group,
+    processes_per_host,
+    shutdown,
+)
+from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironment
+from .errors import DataError
+from .hyperparameters import HyperParameters, parse_hyperparameters
+from .model import build_model, save_model, unwrap
+
+log = logging.getLogger(__name__)
+
+#: Exit status after a SIGTERM that was handled by checkpointing (128 + SIGTERM).
+EXIT_STOPPED = 143
+
+
+class ShardSampler(Sampler[int]):
+    """This rank's share of one epoch's permutation, resumable at any step.
+
+    The permutation depends only on (seed, epoch), so after a restart the same order is
+    rebuilt and ``start`` samples of it skipped. Ranks take interleaved slices with no padding:
+    every sample is seen exactly once per epoch across ranks (DDP's ``Join`` absorbs the
+    uneven tail).
+    """
+
+    def __init__(self, size: int, ctx: DistContext, seed: int, shuffle: bool = True) -> None:
+        self.size, self.ctx, self.seed, self.shuffle = size, ctx, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        return order[self.ctx.rank :: self.ctx.world_size][self.start :]
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return len(self.indices())
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed job needs beyond the model and optimizer."""
+
+    epoch: int = 0  # epochs fully completed
+    step_in_epoch: int = 0  # samples of this rank already seen in the unfinished epoch
+    partial: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss, correct, n
+    best_key: tuple[float, float] = (-1.0, -math.inf)  # (val accuracy, -val loss)
+    best_epoch: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    epochs_without_gain: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _auto_workers(hp: HyperParameters, per_host: int) -> int:
+    if hp.num_workers >= 0:
+        return hp.num_workers
+    cpus = os.cpu_count() or 1
+    # On CPU the model step needs the cores; decoding 224-px JPEGs costs ~1 ms, so one
+    # loader process keeps up. With GPUs, give each process a share of the host's cores.
+    return max(1, min(8, cpus // per_host - 1)) if torch.cuda.is_available() else 1
+
+
+def class_weights(samples: list[Sample], mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    counts = torch.tensor(class_counts(samples), dtype=torch.float64)
+    raw = 1.0 / counts if mode == "balanced" else 1.0 / counts.sqrt()
+    return (raw / (raw * counts).sum() * counts.sum()).float()  # mean weight per sample = 1
+
+
+def lr_lambda(hp: HyperParameters, steps_per_epoch: int):
+    """Linear warm-up, then cosine / step (x0.1 at 1/2 and 3/4) / constant, per step."""
+    warmup = int(hp.warmup_epochs * steps_per_epoch)
+    total = max(1, hp.epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if hp.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if hp.lr_schedule == "step":
+            return 0.1 ** sum(progress >= m for m in (0.5, 0.75))
+        return 1.0
+
+    return factor
+
+
+def make_optimizer(model: nn.Module, hp: HyperParameters) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases: decaying them only hurts (standard practice).
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": hp.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.momentum, 0.999))
+
+
+def _autocast(ctx: DistContext, hp: HyperParameters):
+    if ctx.device.type == "cuda" and hp.amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+class StopRequested(Exception):
+    """SIGTERM arrived (SageMaker stop or spot interruption); a checkpoint was written."""
+
+
+class _SigtermFlag:
+    def __init__(self) -> None:
+        self.set = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        log.warning("SIGTERM received: finishing this step, then checkpointing and exiting")
+        self.set = True
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, samples: list[Sample], hp: HyperParameters, ctx: DistContext, workers: int
+) -> tuple[float, dict[str, Any]]:
+    """Loss and count metrics over a whole channel, each rank taking a slice, reduced exactly."""
+    model.eval()
+    sampler = ShardSampler(len(samples), ctx, hp.seed, shuffle=False)
+    loader = DataLoader(
+        CountDataset(samples, hp.image_size),
+        batch_size=hp.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    loss_sum = torch.zeros(1, dtype=torch.float64)
+    confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.float64)
+    net = unwrap(model)
+    for images, labels in loader:
+        images = images.to(ctx.device, non_blocking=True)
+        labels = labels.to(ctx.device, non_blocking=True)
+        if ctx.device.type == "cuda" and hp.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(ctx, hp):
+            logits = net(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+        predicted = logits.argmax(1)
+        index = (labels * len(CLASSES) + predicted).cpu()
+        confusion += torch.bincount(index, minlength=len(CLASSES) ** 2).view_as(confusion)
+    loss_sum = all_reduce_sum(loss_sum, ctx)
+    confusion = all_reduce_sum(confusion, ctx).long()
+    labels_all, predicted_all = [], []
+    for i in range(len(CLASSES)):
+        for j in range(len(CLASSES)):
+            labels_all += [i] * int(confusion[i, j])
+            predicted_all += [j] * int(confusion[i, j])
+    summary = metrics.summarize(labels_all, predicted_all)
+    return float(loss_sum.item()) / max(1, summary["n"]), summary
+
+
+def _load_channels(env: TrainingEnvironment, hp: HyperParameters) -> dict[str, list[Sample]]:
+    for name in REQUIRED_CHANNELS:
+        if name not in env.channels:
+            raise DataError(
+                f"required channel '{name}' was not given to the job (channels: "
+                f"{', '.join(sorted(env.channels)) or 'none'}); pass train and validation inputs"
+            )
+    loaded = {}
+    for name in (*REQUIRED_CHANNELS, *OPTIONAL_CHANNELS):
+        if name not in env.channels:
+            continue
+        found = discover_channel(name, env.channels[name])
+        loaded[name] = verify_samples(
+            name, found, hp.image_size, hp.max_bad_fraction, workers=os.cpu_count() or 1
+        )
+        log.info(
+            "channel '%s': %d photos, per count %s",
+            name,
+            len(loaded[name]),
+            dict(zip(CLASSES, class_counts(loaded[name]), strict=True)),
+        )
+    missing = [c for c, n in zip(CLASSES, class_counts(loaded["train"]), strict=True) if n == 0]
+    if missing:
+        raise DataError(
+            f"channel 'train' has no photos of count(s) {missing}: the model cannot learn a "
+            "count it never sees; add photos of every count 1..5"
+        )
+    return loaded
+
+
+def _checkpoint_state(model, optimizer, scheduler, state: TrainState, hp) -> dict[str, Any]:
+    return {
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "partial": list(state.partial),
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "best_key": list(state.best_key),
+        "best_epoch": state.best_epoch,
+        "best_weights": state.best_weights,
+        "epochs_without_gain": state.epochs_without_gain,
+        "history": state.history,
+        "hyperparameters": hp.model_dump(),
+    }
+
+
+def _restore(saved, model, optimizer, scheduler, hp: HyperParameters) -> TrainState:
+    if saved["hyperparameters"] != hp.model_dump():
+        changed = sorted(k for k, v in hp.model_dump().items() if saved["hyperparameters"][k] != v)
+        log.warning("resuming with changed hyperparameters %s", changed)
+    unwrap(model).load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    return TrainState(
+        epoch=saved["epoch"],
+        step_in_epoch=saved["step_in_epoch"],
+        partial=list(saved["partial"]),
+        best_key=tuple(saved["best_key"]),
+        best_epoch=saved["best_epoch"],
+        best_weights=saved["best_weights"],
+        epochs_without_gain=saved["epochs_without_gain"],
+        history=list(saved["history"]),
+    )
+
+
+def train_one_epoch(
+    model, loader, sampler, optimizer, scheduler, criterion, hp, ctx, state, stop, on_stop
+) -> dict[str, float]:
+    """One pass over this rank's shard; returns metrics reduced over all ranks."""
+    model.train()
+    loss_sum, correct, seen = state.partial
+    started, last_log = time.monotonic(), time.monotonic()
+    total = len(sampler) + state.step_in_epoch
+    progress = tqdm(
+        total=total,
+        initial=state.step_in_epoch,
+        desc=f"epoch {state.epoch + 1}/{hp.epochs}",
+        unit="img",
+        disable=not ctx.is_master or not sys.stderr.isatty(),
+        leave=False,
+    )
+    epoch_images = 0
+    with Join([model]) if ctx.enabled else _null():
+        for images, labels in loader:
+            images = images.to(ctx.device, non_blocking=True)
+            labels = labels.to(ctx.device, non_blocking=True)
+            if ctx.device.type == "cuda" and hp.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with _autocast(ctx, hp):
+                logits = model(images)
+                loss = criterion(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = labels.numel()
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += n
+            epoch_images += n
+            state.step_in_epoch += n
+            progress.update(n)
+            now = time.monotonic()
+            if ctx.is_master and progress.disable and now - last_log > 30:
+                log.info(
+                    "epoch %d: %d/%d images, loss %.4f",
+                    state.epoch + 1,
+                    state.step_in_epoch,
+                    total,
+                    loss_sum / max(1, seen),
+                )
+                last_log = now
+            if stop.set if not ctx.enabled else any_rank(stop.set, ctx):
+                state.partial = [loss_sum, correct, seen]
+                on_stop()
+                raise StopRequested
+    progress.close()
+    elapsed = time.monotonic() - started
+    totals = all_reduce_sum(
+        torch.tensor([loss_sum, correct, seen, epoch_images], dtype=torch.float64), ctx
+    )
+    rate = all_reduce_sum(torch.tensor([epoch_images / max(elapsed, 1e-9)]), ctx)
+    return {
+        "train:loss": float(totals[0] / max(1.0, totals[2])),
+        "train:accuracy": float(totals[1] / max(1.0, totals[2])),
+        "train:images_per_second": float(rate[0]),
+    }
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def run(env: TrainingEnvironment, local_rank: int = 0) -> dict[str, Any]:
+    """Train, select, save and evaluate. Returns the final metrics (rank 0's view)."""
+    hp = parse_hyperparameters(env.hyperparameters)
+    ctx = init_process_group(env, local_rank)
+    try:
+        return _run(env, hp, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dict[str, Any]:
+    torch.manual_seed(hp.seed)  # same initial weights on every rank
+    if ctx.is_master:
+        log.info("hyperparameters: %s", hp.model_dump())
+        log.info(
+            "world size %d, device %s, torch %s, threads %d",
+            ctx.world_size,
+            ctx.device,
+            torch.__version__,
+            torch.get_num_threads(),
+        )
+    channels = _load_channels(env, hp)
+    workers = _auto_workers(hp, processes_per_host(env))
+    train_set = CountDataset(channels["train"], hp.image_size, hp.augment)
+    sampler = ShardSampler(len(train_set), ctx, hp.seed)
+    loader_generator = torch.Generator()
+    loader = DataLoader(
+        train_set,
+        batch_size=hp.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=False,
+        generator=loader_generator,
+        drop_last=False,
+    )
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / ctx.world_size) / hp.batch_size)
+
+    model = build_model(hp.arch, hp.pretrained).to(ctx.device)
+    if ctx.device.type == "cuda" and hp.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if ctx.enabled:
+        model = DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    weights = class_weights(channels["train"], hp.class_weighting)
+    criterion = nn.CrossEntropyLoss(
+        weight=None if weights is None else weights.to(ctx.device),
+        label_smoothing=hp.label_smoothing,
+    )
+    if ctx.is_master and weights is not None:
+        log.info(
+            "class weights (%s): %s", hp.class_weighting, [round(w, 3) for w in weights.tolist()]
+        )
+    optimizer = make_optimizer(model, hp)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, steps_per_epoch))
+
+    store = CheckpointStore(env.paths.checkpoint_dir, env.job_name)
+    state = TrainState()
+    resumed = store.load_latest()
+    if resumed is not None:
+        saved, path = resumed
+        state = _restore(saved, model, optimizer, scheduler, hp)
+        if ctx.is_master:
+            log.info(
+                "resumed from checkpoint %s: %d epoch(s) done, %d images into epoch %d",
+                path,
+                state.epoch,
+                state.step_in_epoch,
+                state.epoch + 1,
+            )
+            print(f"resumed from checkpoint {path} at epoch {state.epoch}", flush=True)
+
+    def save_checkpoint() -> None:
+        if ctx.is_master:
+            path = store.save(_checkpoint_state(model, optimizer, scheduler, state, hp))
+            log.info("checkpoint written: %s", path)
+
+    stop = _SigtermFlag()
+    try:
+        while state.epoch < hp.epochs:
+            sampler.set_epoch(state.epoch, state.step_in_epoch // ctx.world_size)
+            loader_generator.manual_seed(hp.seed * 7919 + state.epoch * 31 + state.step_in_epoch)
+            train_metrics = train_one_epoch(
+                model,
+                loader,
+                sampler,
+                optimizer,
+                scheduler,
+                criterion,
+                hp,
+                ctx,
+                state,
+                stop,
+                save_checkpoint,
+            )
+            val_loss, val = evaluate(model, channels["validation"], hp, ctx, workers)
+            state.epoch += 1
+            state.step_in_epoch, state.partial = 0, [0.0, 0.0, 0.0]
+            line = {
+                "epoch": state.epoch,
+                "lr": scheduler.get_last_lr()[0],
+                **train_metrics,
+                "validation:loss": val_loss,
+                "validation:accuracy": val["accuracy"],
+                "validation:rmse": val["rmse"],
+                "validation:off_by_one": val["off_by_one"],
+            }
+            state.history.append(line)
+            key = (val["accuracy"], -val_loss)
+            if key > state.best_key:
+                state.best_key, state.best_epoch, state.epochs_without_gain = key, state.epoch, 0
+                state.best_weights = {
+                    k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()
+                }
+            else:
+                state.epochs_without_gain += 1
+            if ctx.is_master:
+                print(metrics.format_metrics(line), flush=True)
+            save_checkpoint()
+            if hp.patience and state.epochs_without_gain >= hp.patience:
+                if ctx.is_master:
+                    log.info(
+                        "early stop: no validation gain for %d epochs (best epoch %d)",
+                        hp.patience,
+                        state.best_epoch,
+                    )
+                break
+    except StopRequested:
+        barrier(ctx)
+        raise
+    return _finish(env, hp, ctx, model, channels, state, workers)
+
+
+def _finish(env, hp, ctx, model, channels, state: TrainState, workers: int) -> dict[str, Any]:
+    """Restore the best epoch, save it, evaluate on test, write reports (rank 0 writes)."""
+    if state.best_weights is not None:
+        unwrap(model).load_state_dict(state.best_weights)
+    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    final: dict[str, Any] = {
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "validation": {
+            k.split(":", 1)[1]: v for k, v in best.items() if k.startswith("validation:")
+        },
+    }
+    test_summary = None
+    if "test" in channels:
+        test_loss, test_summary = evaluate(model, channels["test"], hp, ctx, workers)
+        final["test"] = {
+            "loss": test_loss,
+            **{k: test_summary[k] for k in ("n", "accuracy", "rmse", "off_by_one")},
+        }
+        if ctx.is_master:
+            print(
+                metrics.format_metrics(
+                    {
+                        "test:accuracy": test_summary["accuracy"],
+                        "test:rmse": test_summary["rmse"],
+                        "test:off_by_one": test_summary["off_by_one"],
+                    }
+                ),
+                flush=True,
+            )
+    if ctx.is_master:
+        out = env.paths.output_data_dir
+        out.mkdir(parents=True, exist_ok=True)
+        reports.plot_training_curves(state.history, out / "training_curves.png")
+        payload = {"final": final, "history": state.history}
+        if test_summary is not None:
+            reports.write_json(out / "evaluation_test.json", test_summary)
+            reports.plot_evaluation(test_summary, out / "evaluation_test.png", "test")
+        reports.write_json(out / "metrics.json", payload)
+        card = save_model(
+            model,
+            env.paths.model_dir,
+            arch=hp.arch,
+            image_size=hp.image_size,
+            extra={
+                "hyperparameters": hp.model_dump(),
+                "metrics": final,
+                "training_job": env.job_name or None,
+                "world_size": ctx.world_size,
+                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+        log.info(
+            "model saved to %s (best epoch %d, validation accuracy %.3f, sha256 %s)",
+            env.paths.model_dir,
+            state.best_epoch,
+            best["validation:accuracy"],
+            card["weights_sha256"][:12],
+        )
+    barrier(ctx)
+    return final
