@@ -51,6 +51,11 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any mode a camera or an editor produces -> 8-bit RGB, keeping the picture's look."""
     if image.mode == "RGB":
@@ -98,6 +103,10 @@ def load_image(source: bytes | str | Path, image_size: int | None = None) -> Ima
     except ImageError:
         raise
     except UnidentifiedImageError:
+        head = bytes(source[:8]) if isinstance(source, bytes | bytearray) else _head(stream)
+        for magic, name in ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG")):
+            if head.startswith(magic):
+                raise ImageError(f"image is corrupt: its {name} header cannot be parsed") from None
         raise ImageError(
             f"not a supported image: the bytes are none of {', '.join(ACCEPTED_FORMATS)}"
         ) from None

@@ -1,0 +1,95 @@
+"""Test support: real ABID photos from ../shared/abid laid out as SageMaker channels.
+
+The photos are never copied into the repo; channels are trees of symlinks built per test run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ABID = Path(os.environ.get("BINCOUNTER_ABID_DIR", REPO.parent / "shared" / "abid"))
+
+
+def abid_labels(split: str | None = None) -> list[tuple[str, int, str]]:
+    """(id, count, split) rows of labels.csv; ids stay strings."""
+    with open(ABID / "labels.csv", newline="") as f:
+        rows = [(r["id"], int(r["count"]), r["split"]) for r in csv.DictReader(f)]
+    return [r for r in rows if split is None or r[2] == split]
+
+
+def build_channel(dest: Path, split: str, per_count: int | None, layout: str = "folders") -> Path:
+    """A channel of the first ``per_count`` photos of each count of ``split`` (symlinks)."""
+    by_count: dict[int, list[str]] = defaultdict(list)
+    for image_id, count, _ in abid_labels(split):
+        by_count[count].append(image_id)
+    dest.mkdir(parents=True, exist_ok=True)
+    for count, ids in sorted(by_count.items()):
+        for image_id in ids[:per_count]:
+            src = ABID / "images" / f"{image_id}.jpg"
+            if layout == "folders":
+                (dest / str(count)).mkdir(exist_ok=True)
+                (dest / str(count) / f"{image_id}.jpg").symlink_to(src)
+            else:
+                (dest / "bin-images").mkdir(exist_ok=True)
+                (dest / "metadata").mkdir(exist_ok=True)
+                (dest / "bin-images" / f"{image_id}.jpg").symlink_to(src)
+                (dest / "metadata" / f"{image_id}.json").write_text(
+                    json.dumps({"EXPECTED_QUANTITY": count})
+                )
+    return dest
+
+
+def build_tree(
+    base: Path,
+    hyperparameters: dict[str, str],
+    per_count: dict[str, int | None],
+    layout: str = "folders",
+    resource_config: dict | None = None,
+) -> Path:
+    """A SageMaker ``/opt/ml`` tree with config files written as SageMaker writes them."""
+    config = base / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "resourceconfig.json").write_text(
+        json.dumps(resource_config or {"current_host": "algo-1", "hosts": ["algo-1"]})
+    )
+    (config / "inputdataconfig.json").write_text(
+        json.dumps(
+            {c: {"TrainingInputMode": "File", "ContentType": "image/jpeg"} for c in per_count}
+        )
+    )
+    for channel, n in per_count.items():
+        split = {"train": "train", "validation": "validation", "test": "test"}[channel]
+        build_channel(base / "input" / "data" / channel, split, n, layout)
+    return base
+
+
+def run_train(base: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    """Run the repo's ``./train`` executable on a tree, as SageMaker would (fresh process)."""
+    environ = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), **env}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train")],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+#: A tiny but real recipe: CPU-friendly, seconds per epoch.
+QUICK_HPS = {
+    "arch": "resnet18",
+    "epochs": "2",
+    "batch_size": "16",
+    "image_size": "64",
+    "num_workers": "0",
+    "lr": "0.002",
+    "warmup_epochs": "0",
+}

@@ -1,0 +1,58 @@
+import math
+import re
+
+import pytest
+from bincounter.metrics import (
+    METRIC_DEFINITIONS,
+    OBJECTIVE_METRIC,
+    format_metrics,
+    parse_metrics,
+    summarize,
+)
+
+
+def test_every_formatted_value_is_parsed_back_by_the_exported_regexes():
+    values = {
+        "epoch": 3,
+        "lr": 1e-05,
+        "train:loss": 1.41,
+        "validation:loss": 1.38,
+        "validation:accuracy": 0.412,
+        "validation:rmse": 1.07,
+        "train:images_per_second": 123456789.0,
+    }
+    parsed = parse_metrics(format_metrics(values))
+    assert set(parsed) == set(values)
+    for name, value in values.items():
+        assert parsed[name] == pytest.approx(value, rel=1e-5)
+
+
+@pytest.mark.parametrize("text", ["1e-05", "1E-05", "-3.2e+01", "0.5", "7", ".25", "nan"])
+def test_number_regex_matches_python_float_forms(text):
+    definition = next(d for d in METRIC_DEFINITIONS if d["Name"] == "lr")
+    match = re.search(definition["Regex"], f"epoch=1 lr={text} train:loss=2")
+    assert match and match.group(1) == text
+
+
+def test_names_do_not_match_inside_longer_names():
+    assert "train:loss" not in parse_metrics("pretrain:loss=1.0")
+    assert parse_metrics("validation:loss=0.5")["validation:loss"] == 0.5
+    assert "train:loss" not in parse_metrics("validation:loss=0.5")
+
+
+def test_objective_is_defined_and_unknown_names_refused():
+    assert OBJECTIVE_METRIC in {d["Name"] for d in METRIC_DEFINITIONS}
+    with pytest.raises(ValueError, match="no MetricDefinition"):
+        format_metrics({"validation:acc": 1.0})
+
+
+def test_summary_counts_in_items():
+    # labels are class indices (count - 1); one off by one, one off by three
+    summary = summarize([0, 1, 2, 4], [0, 2, 2, 1])
+    assert summary["accuracy"] == 0.5
+    assert summary["off_by_one"] == 0.75
+    assert summary["rmse"] == pytest.approx(math.sqrt((0 + 1 + 0 + 9) / 4))
+    assert summary["confusion_matrix"][4][1] == 1
+    assert summary["per_count"]["3"]["precision"] == 0.5
+    assert summary["per_count"]["2"]["recall"] == 0.0
+    assert math.isnan(summary["per_count"]["4"]["recall"])
