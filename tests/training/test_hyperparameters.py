@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from bincounter.errors import HyperparameterError
 from bincounter.hyperparameters import HyperParameters, describe_all, parse_hyperparameters
 

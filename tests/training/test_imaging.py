@@ -4,8 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bincounter.imaging import ImageError, augment, load_and_preprocess, load_image, preprocess
 from PIL import Image
+
+from bincounter.imaging import ImageError, augment, load_and_preprocess, load_image, preprocess
+
 from support import ABID
 
 

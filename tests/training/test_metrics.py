@@ -2,6 +2,7 @@ import math
 import re
 
 import pytest
+
 from bincounter.metrics import (
     METRIC_DEFINITIONS,
     OBJECTIVE_METRIC,
