@@ -328,6 +328,14 @@ def train_one_epoch(
         torch.tensor([loss_sum, correct, seen, epoch_images], dtype=torch.float64), ctx
     )
     rate = all_reduce_sum(torch.tensor([epoch_images / max(elapsed, 1e-9)]), ctx)
+    if ctx.is_master:
+        log.info(
+            "epoch %d: %d training images across %d rank(s) in %.1f s",
+            state.epoch + 1,
+            int(totals[2]),
+            ctx.world_size,
+            elapsed,
+        )
     return {
         "train:loss": float(totals[0] / max(1.0, totals[2])),
         "train:accuracy": float(totals[1] / max(1.0, totals[2])),
