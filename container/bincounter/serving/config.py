@@ -1,0 +1,148 @@
+"""Every serving knob, read from the environment in one place.
+
+SageMaker configures a bring-your-own model server through environment variables only
+(``SAGEMAKER_*`` on the model or the transform job); ``BINCOUNTER_*`` are our own knobs for the
+rest. Reading them once, here, into a frozen object means gunicorn's config, the flask app and
+the ``/execution-parameters`` answer can never disagree on a value, and a typo in a variable's
+value fails the container at start with the variable's name instead of somewhere deep inside a
+worker.
+
+Defaults fit the machine: one gunicorn worker whose batching thread runs the network with
+``torch`` intra-op threads = all cores. Requests are decoded in the worker's HTTP threads and
+queued; the batching thread runs whatever has queued up as one batch. So the threads that
+compute (workers x compute threads) equal the cores, and the HTTP threads, which mostly wait
+on the batcher, do not oversubscribe them. See ``docs/serving.md`` for the measurements.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..environment import DEFAULT_BASE_DIR, Paths
+from ..errors import ConfigError
+
+ENGINES = ("torchscript", "eager")
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the container's CPU set, not the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer ({low}..{high})") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number ({low:g}..{high:g})") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value:g} is outside {low:g}..{high:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What the server runs with; build it with ``from_environment``."""
+
+    model_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    #: gunicorn threads per worker: concurrent requests a worker reads, decodes and waits on.
+    http_threads: int = 8
+    #: torch intra-op threads per worker: the threads that actually compute.
+    compute_threads: int = 1
+    timeout: int = 60
+    graceful_timeout: int = 20
+    keepalive: int = 5
+    max_payload_mb: float = 6.0
+    max_batch_size: int = 8
+    batch_wait_ms: float = 0.0
+    max_instances: int = 64
+    engine: str = "torchscript"
+    access_log: bool = False
+    log_level: str = "info"
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(self.max_payload_mb * 1024 * 1024)
+
+    @property
+    def bind(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def max_concurrent_transforms(self) -> int:
+        """Concurrent requests batch transform should send: enough to fill the batches."""
+        return self.workers * min(self.max_batch_size, self.http_threads)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> ServingConfig:
+        """Read the knobs (see ``docs/serving.md``); raises ``ConfigError`` naming a bad one."""
+        env = os.environ if environ is None else environ
+        cores = cpu_count()
+        workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1, 1, 64)
+        # Never more computing threads than cores, whatever the worker count.
+        compute_default = max(1, cores // workers)
+        timeout = _int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, 1, 3600)
+        engine = env.get("BINCOUNTER_ENGINE", "torchscript").strip().lower() or "torchscript"
+        if engine not in ENGINES:
+            raise ConfigError(f"BINCOUNTER_ENGINE={engine!r}: allowed {', '.join(ENGINES)}")
+        log_level = env.get("BINCOUNTER_LOG_LEVEL", "info").strip().lower() or "info"
+        if log_level not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError(f"BINCOUNTER_LOG_LEVEL={log_level!r} is not a log level")
+        model_dir = env.get("BINCOUNTER_MODEL_DIR", "").strip()
+        if not model_dir:
+            base = env.get("SAGEMAKER_BASE_DIR", "").strip() or str(DEFAULT_BASE_DIR)
+            model_dir = str(Paths(Path(base)).model_dir)
+        return cls(
+            model_dir=Path(model_dir),
+            host=env.get("BINCOUNTER_BIND_HOST", "0.0.0.0").strip() or "0.0.0.0",
+            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            workers=workers,
+            http_threads=_int(env, "BINCOUNTER_HTTP_THREADS", 8, 1, 256),
+            compute_threads=_int(env, "BINCOUNTER_COMPUTE_THREADS", compute_default, 1, 256),
+            timeout=timeout,
+            # SageMaker kills a container 30 s after SIGTERM: drain well inside that.
+            graceful_timeout=_int(env, "BINCOUNTER_GRACEFUL_TIMEOUT", 20, 1, 3600),
+            keepalive=_int(env, "BINCOUNTER_KEEPALIVE", 5, 0, 3600),
+            max_payload_mb=_float(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6.0, 0.001, 1024.0),
+            max_batch_size=_int(env, "BINCOUNTER_MAX_BATCH_SIZE", 8, 1, 256),
+            batch_wait_ms=_float(env, "BINCOUNTER_BATCH_WAIT_MS", 0.0, 0.0, 1000.0),
+            max_instances=_int(env, "BINCOUNTER_MAX_INSTANCES", 64, 1, 10_000),
+            engine=engine,
+            access_log=_bool(env, "BINCOUNTER_ACCESS_LOG", False),
+            log_level=log_level,
+        )

@@ -1,0 +1,202 @@
+"""The flask app in-process (no gunicorn): the contract, every bad-input class, conversions.
+
+Fast: a seeded 64 px model, flask's test client. The same cases run against the real server in
+``test_server.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bincounter.imaging import load_and_preprocess
+from bincounter.serving.app import SUPPORTED_TYPES, parse_instances
+from bincounter.serving.predictor import Batcher, Predictor
+
+from .inputs import b64_batch, bad_inputs, converted_photos, photo_bytes
+
+
+def post(client, body: bytes, content_type: str | None = "image/jpeg", **headers):
+    if content_type:
+        headers["Content-Type"] = content_type
+    return client.post("/invocations", data=body, headers=headers)
+
+
+def check_prediction(prediction: dict, version: str) -> None:
+    assert set(prediction) == {
+        "count",
+        "probabilities",
+        "confidence",
+        "expected_count",
+        "model_version",
+    }
+    assert isinstance(prediction["count"], int) and 1 <= prediction["count"] <= 5
+    probs = prediction["probabilities"]
+    assert list(probs) == ["1", "2", "3", "4", "5"]
+    assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-9)
+    assert all(0.0 <= p <= 1.0 for p in probs.values())
+    assert prediction["count"] == int(max(probs, key=probs.get))
+    assert prediction["confidence"] == max(probs.values())
+    assert math.isclose(
+        prediction["expected_count"], sum(int(k) * p for k, p in probs.items()), rel_tol=1e-9
+    )
+    assert prediction["model_version"] == version
+
+
+def test_ping_is_200_with_empty_body(client):
+    response = client.get("/ping")
+    assert response.status_code == 200 and response.data == b""
+
+
+def test_execution_parameters(client, serving_config):
+    response = client.get("/execution-parameters")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "MaxConcurrentTransforms": serving_config.max_concurrent_transforms,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 6,
+    }
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "image/png", "application/x-image"])
+@pytest.mark.parametrize("accept", [None, "application/json", "*/*", "application/*"])
+def test_one_photo_any_image_type_any_json_accept(client, predictor, content_type, accept):
+    # The declared image type does not matter: the format is sniffed from the bytes.
+    headers = {"Accept": accept} if accept else {}
+    response = post(client, photo_bytes(0), content_type, **headers)
+    assert response.status_code == 200, response.data
+    assert response.mimetype == "application/json"
+    check_prediction(response.get_json(), predictor.info.version)
+
+
+def test_answer_equals_the_in_process_model(client, predictor):
+    photos = [photo_bytes(i) for i in range(6)]
+    batch = torch.stack([load_and_preprocess(p, predictor.info.image_size) for p in photos])
+    expected = predictor.predict_batch(batch)
+    for photo, probs in zip(photos, expected, strict=True):
+        got = post(client, photo).get_json()["probabilities"]
+        np.testing.assert_allclose(list(got.values()), probs, atol=1e-5)
+
+
+def test_json_batch_answers_in_order(client, predictor):
+    photos = [photo_bytes(i) for i in (3, 0, 5)]
+    response = post(client, b64_batch(*photos), "application/json")
+    assert response.status_code == 200, response.data
+    predictions = response.get_json()["predictions"]
+    assert len(predictions) == 3
+    for photo, prediction in zip(photos, predictions, strict=True):
+        check_prediction(prediction, predictor.info.version)
+        single = post(client, photo).get_json()
+        np.testing.assert_allclose(
+            list(prediction["probabilities"].values()),
+            list(single["probabilities"].values()),
+            atol=1e-5,
+        )
+
+
+def test_request_id_is_echoed_or_made(client):
+    given = post(client, b"", **{"X-Request-Id": "abc-123"})
+    assert given.headers["X-Request-Id"] == "abc-123"
+    assert given.get_json()["request_id"] == "abc-123"
+    made = post(client, b"")
+    assert len(made.headers["X-Request-Id"]) == 32
+    hostile = post(client, b"", **{"X-Request-Id": "x\u00e9" * 200})
+    assert hostile.headers["X-Request-Id"] != "x\u00e9" * 200
+
+
+@pytest.mark.parametrize("case", bad_inputs(), ids=lambda c: c.name)
+def test_bad_input_is_a_clear_4xx(client, case, caplog):
+    response = post(client, case.body, case.content_type, **case.headers)
+    assert response.status_code == case.status, response.data
+    error = response.get_json()
+    assert set(error) >= {"error", "message", "request_id"}
+    assert case.message.lower() in error["message"].lower()
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert error["request_id"] in caplog.text  # logged with the same id
+    if case.status == 415:
+        assert error["supported"] == list(SUPPORTED_TYPES)
+
+
+def test_chunked_body_over_the_limit_is_413_not_truncated(client, serving_config):
+    # Without Content-Length werkzeug would cut the body at the limit; we must refuse it.
+    body = photo_bytes(0) + b"\x00" * serving_config.max_payload_bytes
+
+    response = client.post(
+        "/invocations",
+        input_stream=io.BytesIO(body),  # no Content-Length, as with Transfer-Encoding: chunked
+        headers={"Content-Type": "image/jpeg"},
+        environ_overrides={"wsgi.input_terminated": True},  # what gunicorn sets for chunked
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("name", list(converted_photos()))
+def test_modes_are_converted_and_served(client, predictor, name):
+    response = post(client, converted_photos()[name], "image/png")
+    assert response.status_code == 200, response.data
+    check_prediction(response.get_json(), predictor.info.version)
+
+
+def test_exif_orientation_is_applied(client):
+    photos = converted_photos()
+    upright = post(client, photos["png"], "image/png").get_json()["probabilities"]
+    rotated = post(client, photos["exif_rotated_jpeg"]).get_json()["probabilities"]
+    # Same picture once upright; only JPEG re-encoding differs.
+    np.testing.assert_allclose(list(rotated.values()), list(upright.values()), atol=0.05)
+
+
+def test_unknown_route_and_method_are_json_4xx(client):
+    assert client.get("/nope").status_code == 404
+    response = client.get("/invocations")
+    assert response.status_code == 405 and response.get_json()["error"]
+
+
+def test_parse_instances_tolerates_mime_line_breaks():
+    encoded = base64.encodebytes(b"\xff\xd8\xff" * 100).decode()  # 76-column lines
+    body = json.dumps({"instances": [{"b64": encoded}]}).encode()
+    assert parse_instances(body, 4) == [b"\xff\xd8\xff" * 100]
+
+
+def test_batcher_batches_concurrent_work_and_keeps_order(predictor):
+    seen: list[int] = []
+
+    class Spy(Predictor):
+        def predict_batch(self, batch):
+            seen.append(len(batch))
+            return super().predict_batch(batch)
+
+    spy = Spy(predictor._engine, predictor.info)
+    batcher = Batcher(spy, max_batch_size=4, wait_ms=50)
+    try:
+        tensors = [load_and_preprocess(photo_bytes(i), predictor.info.image_size) for i in range(6)]
+        got = batcher.predict(tensors, timeout=30)
+    finally:
+        batcher.close()
+    assert sorted(seen, reverse=True)[0] == 4 and sum(seen) == 6
+    np.testing.assert_allclose(got, predictor.predict_batch(torch.stack(tensors)), atol=1e-5)
+
+
+def test_batcher_failure_fails_the_requests_not_the_thread(predictor):
+    class Broken(Predictor):
+        calls = 0
+
+        def predict_batch(self, batch):
+            Broken.calls += 1
+            if Broken.calls == 1:
+                raise RuntimeError("boom")
+            return super().predict_batch(batch)
+
+    batcher = Batcher(Broken(predictor._engine, predictor.info))
+    tensor = load_and_preprocess(photo_bytes(0), predictor.info.image_size)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            batcher.predict([tensor], timeout=30)
+        assert batcher.predict([tensor], timeout=30).shape == (1, 5)
+    finally:
+        batcher.close()
