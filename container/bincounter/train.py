@@ -94,13 +94,33 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _auto_workers(hp: HyperParameters, per_host: int) -> int:
+def auto_workers(hp: HyperParameters, per_host: int) -> int:
     if hp.num_workers >= 0:
         return hp.num_workers
     cpus = os.cpu_count() or 1
     # On CPU the model step needs the cores; decoding 224-px JPEGs costs ~1 ms, so one
     # loader process keeps up. With GPUs, give each process a share of the host's cores.
     return max(1, min(8, cpus // per_host - 1)) if torch.cuda.is_available() else 1
+
+
+def make_loader(
+    dataset: CountDataset,
+    sampler: Sampler[int],
+    hp: HyperParameters,
+    ctx: DistContext,
+    workers: int,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """Batches of ``uint8`` tensors; workers decode, the main process only steps."""
+    return DataLoader(
+        dataset,
+        batch_size=hp.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=ctx.device.type == "cuda",
+        generator=generator,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def class_weights(samples: list[Sample], mode: str) -> torch.Tensor | None:
@@ -143,11 +163,46 @@ def make_optimizer(model: nn.Module, hp: HyperParameters) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.momentum, 0.999))
 
 
-def _autocast(ctx: DistContext, hp: HyperParameters):
+def amp_dtype(ctx: DistContext, hp: HyperParameters) -> torch.dtype | None:
+    """bfloat16 where the GPU has it (A10G, A100, H100), float16 otherwise (T4, V100)."""
     if ctx.device.type == "cuda" and hp.amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def autocast(ctx: DistContext, hp: HyperParameters):
+    dtype = amp_dtype(ctx, hp)
+    if dtype is None:
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def to_device(images, labels, hp: HyperParameters, ctx: DistContext):
+    images = images.to(ctx.device, non_blocking=True)
+    labels = labels.to(ctx.device, non_blocking=True)
+    if ctx.device.type == "cuda" and hp.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels
+
+
+class TrainStep:
+    """One optimisation step; float16 autocast gets a gradient scaler, bfloat16 needs none."""
+
+    def __init__(self, model, optimizer, scheduler, criterion, hp, ctx) -> None:
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.criterion, self.hp, self.ctx = criterion, hp, ctx
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(ctx, hp) == torch.float16)
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor):
+        with autocast(self.ctx, self.hp):
+            logits = self.model(images)
+            loss = self.criterion(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss, logits
 
 
 class StopRequested(Exception):
@@ -171,22 +226,13 @@ def evaluate(
     """Loss and count metrics over a whole channel, each rank taking a slice, reduced exactly."""
     model.eval()
     sampler = ShardSampler(len(samples), ctx, hp.seed, shuffle=False)
-    loader = DataLoader(
-        CountDataset(samples, hp.image_size),
-        batch_size=hp.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=ctx.device.type == "cuda",
-    )
+    loader = make_loader(CountDataset(samples, hp.image_size), sampler, hp, ctx, workers)
     loss_sum = torch.zeros(1, dtype=torch.float64)
     confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.float64)
     net = unwrap(model)
     for images, labels in loader:
-        images = images.to(ctx.device, non_blocking=True)
-        labels = labels.to(ctx.device, non_blocking=True)
-        if ctx.device.type == "cuda" and hp.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(ctx, hp):
+        images, labels = to_device(images, labels, hp, ctx)
+        with autocast(ctx, hp):
             logits = net(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
         predicted = logits.argmax(1)
@@ -272,7 +318,7 @@ def _restore(saved, model, optimizer, scheduler, hp: HyperParameters) -> TrainSt
 
 
 def train_one_epoch(
-    model, loader, sampler, optimizer, scheduler, criterion, hp, ctx, state, stop, on_stop
+    model, step: TrainStep, loader, sampler, hp, ctx, state, stop, on_stop
 ) -> dict[str, float]:
     """One pass over this rank's shard; returns metrics reduced over all ranks."""
     model.train()
@@ -290,17 +336,8 @@ def train_one_epoch(
     epoch_images = 0
     with Join([model]) if ctx.enabled else _null():
         for images, labels in loader:
-            images = images.to(ctx.device, non_blocking=True)
-            labels = labels.to(ctx.device, non_blocking=True)
-            if ctx.device.type == "cuda" and hp.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(ctx, hp):
-                logits = model(images)
-                loss = criterion(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            images, labels = to_device(images, labels, hp, ctx)
+            loss, logits = step.run(images, labels)
             n = labels.numel()
             loss_sum += loss.item() * n
             correct += (logits.argmax(1) == labels).sum().item()
@@ -373,20 +410,11 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
             torch.get_num_threads(),
         )
     channels = _load_channels(env, hp)
-    workers = _auto_workers(hp, processes_per_host(env))
+    workers = auto_workers(hp, processes_per_host(env))
     train_set = CountDataset(channels["train"], hp.image_size, hp.augment)
     sampler = ShardSampler(len(train_set), ctx, hp.seed)
     loader_generator = torch.Generator()
-    loader = DataLoader(
-        train_set,
-        batch_size=hp.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=ctx.device.type == "cuda",
-        persistent_workers=False,
-        generator=loader_generator,
-        drop_last=False,
-    )
+    loader = make_loader(train_set, sampler, hp, ctx, workers, loader_generator)
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / ctx.world_size) / hp.batch_size)
 
     model = build_model(hp.arch, hp.pretrained).to(ctx.device)
@@ -408,6 +436,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     optimizer = make_optimizer(model, hp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, steps_per_epoch))
 
+    step = TrainStep(model, optimizer, scheduler, criterion, hp, ctx)
     store = CheckpointStore(env.paths.checkpoint_dir, env.job_name)
     state = TrainState()
     resumed = store.load_latest()
@@ -435,17 +464,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
             sampler.set_epoch(state.epoch, state.step_in_epoch // ctx.world_size)
             loader_generator.manual_seed(hp.seed * 7919 + state.epoch * 31 + state.step_in_epoch)
             train_metrics = train_one_epoch(
-                model,
-                loader,
-                sampler,
-                optimizer,
-                scheduler,
-                criterion,
-                hp,
-                ctx,
-                state,
-                stop,
-                save_checkpoint,
+                model, step, loader, sampler, hp, ctx, state, stop, save_checkpoint
             )
             val_loss, val = evaluate(model, channels["validation"], hp, ctx, workers)
             state.epoch += 1
