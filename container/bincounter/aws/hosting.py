@@ -1,0 +1,398 @@
+"""Real-time endpoints, batch transform and invocation for a trained ``model.tar.gz``.
+
+* ``deploy(config, model_data, DeploySettings(...))`` creates a Model, an EndpointConfig and an
+  Endpoint, all with the same name, through ``sagemaker.core.resources`` (SDK v3), with optional
+  data capture to S3 (for Model Monitor), optional target-tracking autoscaling on invocations
+  per instance, and the container start-up health-check timeout.
+* ``delete(config, name)`` removes the endpoint, its config and its model(s), and the
+  autoscaling target if one was registered: an endpoint bills per hour until deleted.
+* ``invoke_endpoint`` / ``invoke_local`` send photos and return the parsed answers.
+* ``transform(config, ...)`` runs batch transform over an S3 prefix of photos.
+
+The serving container answers ``POST /invocations`` with ``image/jpeg`` or ``image/png`` bodies
+(the same image runs ``serve``); responses are returned as parsed JSON when they are JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import AwsConfig
+from .jobs import LaunchError, timestamped
+
+log = logging.getLogger(__name__)
+
+VARIANT = "AllTraffic"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+@dataclass
+class DeploySettings:
+    """Endpoint shape. Autoscaling is on when ``max_instances`` > ``instance_count``."""
+
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    name: str | None = None
+    startup_health_check_timeout: int = 600
+    model_download_timeout: int | None = None
+    data_capture_uri: str | None = None
+    data_capture_percent: int = 100
+    max_instances: int | None = None
+    target_invocations_per_instance: float = 100.0
+    scale_in_cooldown: int = 300
+    scale_out_cooldown: int = 60
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.instance_count < 1:
+            raise LaunchError("instance count must be >= 1")
+        if not 60 <= self.startup_health_check_timeout <= 3600:
+            raise LaunchError("the container start-up health-check timeout must be 60..3600 s")
+        if not 0 < self.data_capture_percent <= 100:
+            raise LaunchError("data capture percentage must be 1..100")
+        if self.data_capture_uri and not self.data_capture_uri.startswith("s3://"):
+            raise LaunchError(f"data capture destination {self.data_capture_uri!r} must be s3://")
+        if self.max_instances is not None and self.max_instances < self.instance_count:
+            raise LaunchError(
+                f"autoscaling max instances ({self.max_instances}) < instance count "
+                f"({self.instance_count})"
+            )
+        if self.target_invocations_per_instance <= 0:
+            raise LaunchError("target invocations per instance must be > 0")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    endpoint_name: str
+    endpoint_config_name: str
+    model_name: str
+    status: str
+    autoscaling: bool
+
+
+def _resources_kwargs(config: AwsConfig) -> dict[str, Any]:
+    return {"session": config.boto_session(), "region": config.require_region()}
+
+
+def create_model(
+    config: AwsConfig, model_data: str, name: str, environment: Mapping[str, str] | None = None
+) -> str:
+    """A SageMaker Model: the image plus ``model.tar.gz`` (used by endpoints and transform)."""
+    from sagemaker.core import shapes
+    from sagemaker.core.resources import Model
+
+    if not model_data.startswith("s3://"):
+        raise LaunchError(f"model data {model_data!r} must be an s3:// URI of a model.tar.gz")
+    Model.create(
+        model_name=name,
+        primary_container=shapes.ContainerDefinition(
+            image=config.require_image(),
+            model_data_url=model_data,
+            environment=dict(environment or {}),
+        ),
+        execution_role_arn=config.require_role(),
+        **_resources_kwargs(config),
+    )
+    return name
+
+
+def deploy(
+    config: AwsConfig, model_data: str, settings: DeploySettings | None = None, *, wait: bool = True
+) -> Deployment:
+    """Model + EndpointConfig + Endpoint from ``model_data`` (an ``s3://.../model.tar.gz``)."""
+    from sagemaker.core import shapes
+    from sagemaker.core.resources import Endpoint, EndpointConfig
+
+    settings = settings or DeploySettings()
+    settings.check()
+    autoscale = settings.max_instances is not None and settings.max_instances > 1
+    if autoscale and not wait:
+        raise LaunchError("autoscaling is registered once the endpoint is InService: keep --wait")
+    name = settings.name or timestamped("bincounter")
+    create_model(config, model_data, name, settings.environment)
+    variant = shapes.ProductionVariant(
+        variant_name=VARIANT,
+        model_name=name,
+        initial_instance_count=settings.instance_count,
+        instance_type=settings.instance_type,
+        container_startup_health_check_timeout_in_seconds=settings.startup_health_check_timeout,
+    )
+    if settings.model_download_timeout:
+        variant.model_data_download_timeout_in_seconds = settings.model_download_timeout
+    capture = None
+    if settings.data_capture_uri:
+        capture = shapes.DataCaptureConfig(
+            enable_capture=True,
+            initial_sampling_percentage=settings.data_capture_percent,
+            destination_s3_uri=settings.data_capture_uri,
+            capture_options=[
+                shapes.CaptureOption(capture_mode="Input"),
+                shapes.CaptureOption(capture_mode="Output"),
+            ],
+            capture_content_type_header=shapes.CaptureContentTypeHeader(
+                json_content_types=["application/json"]
+            ),
+        )
+    config_kwargs: dict[str, Any] = {"production_variants": [variant]}
+    if capture is not None:
+        config_kwargs["data_capture_config"] = capture
+    EndpointConfig.create(endpoint_config_name=name, **config_kwargs, **_resources_kwargs(config))
+    endpoint = Endpoint.create(
+        endpoint_name=name, endpoint_config_name=name, **_resources_kwargs(config)
+    )
+    status = str(endpoint.endpoint_status)
+    if wait:
+        endpoint.wait_for_status("InService")
+        status = "InService"
+        if autoscale:
+            register_autoscaling(config, name, settings)
+    return Deployment(name, name, name, status, autoscale)
+
+
+def register_autoscaling(config: AwsConfig, endpoint: str, settings: DeploySettings) -> None:
+    """Target tracking on SageMakerVariantInvocationsPerInstance for the endpoint's variant."""
+    client = config.boto_session().client("application-autoscaling")
+    resource_id = f"endpoint/{endpoint}/variant/{VARIANT}"
+    client.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+        MinCapacity=settings.instance_count,
+        MaxCapacity=int(settings.max_instances or settings.instance_count),
+    )
+    client.put_scaling_policy(
+        PolicyName=f"{endpoint}-invocations",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id,
+        ScalableDimension=SCALABLE_DIMENSION,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(settings.target_invocations_per_instance),
+            "PredefinedMetricSpecification": {
+                "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+            },
+            "ScaleInCooldown": settings.scale_in_cooldown,
+            "ScaleOutCooldown": settings.scale_out_cooldown,
+        },
+    )
+
+
+def delete(config: AwsConfig, name: str, *, keep_model: bool = False) -> list[str]:
+    """Delete the endpoint ``name``, its endpoint config and its model(s); returns what went.
+
+    Works from what exists: a half-created deployment (model but no endpoint) is cleaned up
+    too, because config and model share the endpoint's name when ``deploy`` made them.
+    """
+    from botocore.exceptions import ClientError
+
+    session = config.boto_session()
+    sm = session.client("sagemaker")
+    removed: list[str] = []
+    config_names = {name}
+    model_names = {name}
+    try:
+        described = sm.describe_endpoint(EndpointName=name)
+        config_names.add(described["EndpointConfigName"])
+    except ClientError:
+        described = None
+    for config_name in list(config_names):
+        try:
+            ec = sm.describe_endpoint_config(EndpointConfigName=config_name)
+            model_names.update(v["ModelName"] for v in ec.get("ProductionVariants", []))
+        except ClientError:
+            pass
+    try:
+        scaling = session.client("application-autoscaling")
+        scaling.deregister_scalable_target(
+            ServiceNamespace="sagemaker",
+            ResourceId=f"endpoint/{name}/variant/{VARIANT}",
+            ScalableDimension=SCALABLE_DIMENSION,
+        )
+        removed.append(f"autoscaling target endpoint/{name}/variant/{VARIANT}")
+    except ClientError:
+        pass  # none registered
+    if described is not None:
+        sm.delete_endpoint(EndpointName=name)
+        removed.append(f"endpoint {name}")
+    for config_name in sorted(config_names):
+        try:
+            sm.delete_endpoint_config(EndpointConfigName=config_name)
+            removed.append(f"endpoint config {config_name}")
+        except ClientError:
+            pass
+    if not keep_model:
+        for model_name in sorted(model_names):
+            try:
+                sm.delete_model(ModelName=model_name)
+                removed.append(f"model {model_name}")
+            except ClientError:
+                pass
+    if not removed:
+        raise LaunchError(f"nothing named {name!r} found: no endpoint, endpoint config or model")
+    return removed
+
+
+# --------------------------------------------------------------------------- invoke
+
+
+def collect_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their photos (sorted, recursively)."""
+    out: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            out += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise LaunchError(f"{path} is neither a file nor a folder")
+    if not out:
+        raise LaunchError("no photos (.jpg, .jpeg, .png) to send")
+    return out
+
+
+def content_type_of(path: Path) -> str:
+    guessed = mimetypes.guess_type(path.name)[0]
+    return guessed if guessed in ("image/jpeg", "image/png") else "image/jpeg"
+
+
+def _decode_answer(body: bytes, content_type: str | None) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+def invoke_endpoint(
+    config: AwsConfig, endpoint: str, paths: Iterable[str | Path], client: Any = None
+) -> list[tuple[Path, Any]]:
+    """Send each photo to a SageMaker endpoint; (path, answer) pairs in order."""
+    from botocore.exceptions import ClientError
+
+    client = client or config.boto_session().client("sagemaker-runtime")
+    answers = []
+    for path in collect_images(paths):
+        try:
+            response = client.invoke_endpoint(
+                EndpointName=endpoint,
+                ContentType=content_type_of(path),
+                Accept="application/json",
+                Body=path.read_bytes(),
+            )
+        except ClientError as exc:
+            answers.append((path, {"error": str(exc)}))
+            continue
+        answers.append((path, _decode_answer(response["Body"].read(), response.get("ContentType"))))
+    return answers
+
+
+def invoke_local(
+    url: str, paths: Iterable[str | Path], timeout: float = 60
+) -> list[tuple[Path, Any]]:
+    """Send each photo to a serving container's ``<url>/invocations`` (e.g. ``./serve``)."""
+    base = url.rstrip("/")
+    target = base if base.endswith("/invocations") else base + "/invocations"
+    answers = []
+    for path in collect_images(paths):
+        request = urllib.request.Request(
+            target,
+            data=path.read_bytes(),
+            method="POST",
+            headers={"Content-Type": content_type_of(path), "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                answer = _decode_answer(response.read(), response.headers.get("Content-Type"))
+        except urllib.error.HTTPError as exc:
+            answer = {"error": f"HTTP {exc.code}", "body": _decode_answer(exc.read(), None)}
+        except urllib.error.URLError as exc:
+            raise LaunchError(f"cannot reach {target}: {exc.reason}") from None
+        answers.append((path, answer))
+    return answers
+
+
+# --------------------------------------------------------------------------- transform
+
+
+@dataclass(frozen=True)
+class TransformLaunch:
+    job_name: str
+    model_name: str
+    output_uri: str
+    status: str
+
+
+def transform(
+    config: AwsConfig,
+    input_uri: str,
+    *,
+    model_name: str | None = None,
+    model_data: str | None = None,
+    output_uri: str | None = None,
+    instance_type: str = "ml.m5.xlarge",
+    instance_count: int = 1,
+    max_concurrent: int | None = None,
+    max_payload_mb: int = 6,
+    job_name: str | None = None,
+    environment: Mapping[str, str] | None = None,
+    wait: bool = True,
+) -> TransformLaunch:
+    """Batch transform over every photo under ``input_uri``; one JSON answer per photo lands
+    in ``output_uri`` as ``<photo name>.out``. Uses an existing model, or creates one from
+    ``model_data`` (named like the job)."""
+    from sagemaker.core import shapes
+    from sagemaker.core.resources import TransformJob
+
+    if not input_uri.startswith("s3://"):
+        raise LaunchError(f"transform input {input_uri!r} must be an s3:// prefix of photos")
+    if bool(model_name) == bool(model_data):
+        raise LaunchError("give exactly one of a model name or model data (s3://.../model.tar.gz)")
+    name = job_name or timestamped("bincounter-transform")
+    if model_data:
+        model_name = create_model(config, model_data, name, environment)
+    output = output_uri or config.s3_uri("transform", name)
+    kwargs: dict[str, Any] = {}
+    if max_concurrent:
+        kwargs["max_concurrent_transforms"] = max_concurrent
+    job = TransformJob.create(
+        transform_job_name=name,
+        model_name=model_name,
+        max_payload_in_mb=max_payload_mb,
+        batch_strategy="SingleRecord",
+        transform_input=shapes.TransformInput(
+            data_source=shapes.TransformDataSource(
+                s3_data_source=shapes.TransformS3DataSource(
+                    s3_data_type="S3Prefix", s3_uri=input_uri
+                )
+            ),
+            content_type="image/jpeg",
+            split_type="None",
+        ),
+        transform_output=shapes.TransformOutput(
+            s3_output_path=output, accept="application/json", assemble_with="None"
+        ),
+        transform_resources=shapes.TransformResources(
+            instance_type=instance_type, instance_count=instance_count
+        ),
+        environment=dict(environment or {}) or None,
+        **kwargs,
+        **_resources_kwargs(config),
+    )
+    status = str(job.transform_job_status)
+    if wait:
+        job.wait()
+        status = str(job.transform_job_status)
+        if status == "Failed":
+            raise LaunchError(f"transform job {name} failed: {job.failure_reason}")
+    return TransformLaunch(name, str(model_name), output, status)

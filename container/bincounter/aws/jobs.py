@@ -1,0 +1,534 @@
+"""Training and tuning jobs on the bincounter image, with SageMaker Python SDK v3.
+
+* ``launch_training(config, channels, hyperparameters, settings)`` -> ``TrainingLaunch``
+  (job name, model artifact URI). ``ModelTrainer`` from ``sagemaker.train``.
+* ``launch_tuning(config, channels, ranges, static, settings, ...)`` -> ``TuningLaunch``.
+  ``HyperparameterTuner`` from ``sagemaker.train.tuner``; objective ``validation:accuracy``
+  maximised, metric definitions imported from ``bincounter.metrics`` (the regexes the container's
+  log lines were written for).
+* ``best_hyperparameters(config, tuning_job)`` -> the best job's hyperparameters, written by
+  ``write_hyperparameters_file`` and read back by ``read_hyperparameters_file`` for ``train``.
+
+Hyperparameters are validated with the container's own ``parse_hyperparameters`` before any
+request is sent, so a typo fails on the laptop in a second instead of in a paid job, and tuning
+ranges must name ``HyperParameters`` fields and have bounds the container accepts.
+
+SDK sharp edges handled here (see ``shared/notes/sagemaker-sdk-v3.md``): the tuner ignores the
+trainer's metric definitions, so they go to the tuner; channels go to ``tuner.tune(inputs=...)``;
+tuning jobs get an explicit name (the default has minute resolution); a cloud trainer constructs
+offline only with a region, a role ARN and an explicit output config. Every training job of a
+tuning job gets the same checkpoint S3 URI: the container keeps each job's checkpoints under its
+``TRAINING_JOB_NAME`` inside ``/opt/ml/checkpoints``, so parallel jobs never resume each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import HyperparameterError, UserError
+from ..hyperparameters import HyperParameters, parse_hyperparameters
+from ..metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
+from .config import AwsConfig, LaunchConfigError
+
+log = logging.getLogger(__name__)
+
+#: The capstone's search space; ``--range`` overrides or extends it.
+DEFAULT_RANGES: dict[str, str] = {
+    "lr": "0.001:0.1:log",
+    "batch_size": "16,32,64",
+    "epochs": "2:6",
+}
+#: Keys SageMaker or the SDK add to a job's hyperparameters; never ours to send or keep.
+_FOREIGN_PREFIXES = ("_tuning_objective_metric", "sagemaker_", "_sagemaker")
+TUNING_NAME_MAX = 32
+JOB_NAME_MAX = 63
+
+
+class LaunchError(UserError):
+    """A launch request is inconsistent (spot without wait time, bad range, ...)."""
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+def validate_hyperparameters(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Check ``raw`` as the container will, and return it as the strings SageMaker carries.
+
+    Only the keys given are returned (the rest keep the image's defaults); values are in the
+    canonical form ``HyperParameters.to_strings`` writes (``"0.01"``, ``"true"``), so what
+    CreateTrainingJob carries parses back to the same values in the container.
+    """
+    own = {k: v for k, v in raw.items() if not str(k).startswith(_FOREIGN_PREFIXES)}
+    parsed = parse_hyperparameters(own)  # HyperparameterError names the parameter
+    strings = parsed.to_strings()
+    return {k: strings[k] for k in own}
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """``["lr=0.01", "epochs=3"]`` -> ``{"lr": "0.01", "epochs": "3"}``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise LaunchError(f"{item!r} is not NAME=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def read_hyperparameters_file(path: str | Path) -> dict[str, str]:
+    """Hyperparameters from a JSON file: ``tune``'s output (``{"hyperparameters": {...}}``)
+    or a plain ``{"name": value}`` mapping."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"cannot read hyperparameters file {path}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("hyperparameters"), dict):
+        data = data["hyperparameters"]
+    if not isinstance(data, dict):
+        raise LaunchError(f"{path} must hold a JSON object of hyperparameters")
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+
+
+def write_hyperparameters_file(path: str | Path, best: Mapping[str, Any]) -> Path:
+    """Write ``best`` (as ``best_hyperparameters`` returns it) for ``train`` to read."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(best, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    """One tuning range: continuous/integer ``low:high[:log]`` or categorical ``a,b,c``."""
+
+    name: str
+    kind: str  # "continuous" | "integer" | "categorical"
+    low: float | int | None = None
+    high: float | int | None = None
+    values: tuple[str, ...] = ()
+    scaling: str = "Auto"
+
+    def to_sdk(self) -> Any:
+        from sagemaker.core.parameter import (
+            CategoricalParameter,
+            ContinuousParameter,
+            IntegerParameter,
+        )
+
+        if self.kind == "categorical":
+            return CategoricalParameter(list(self.values))
+        cls = IntegerParameter if self.kind == "integer" else ContinuousParameter
+        return cls(self.low, self.high, scaling_type=self.scaling)
+
+
+def parse_range(name: str, spec: str) -> RangeSpec:
+    """``"0.001:0.1:log"`` continuous (log scale), ``"2:6"`` integer, ``"16,32,64"`` categorical.
+
+    A range of integers is an integer range; add ``:linear``/``:log`` to pick a scale, and write
+    ``2.0:6.0`` for a continuous range of whole numbers.
+    """
+    spec = spec.strip()
+    if ":" in spec:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3):
+            raise LaunchError(f"range {name}={spec!r}: use low:high[:log|linear|auto]")
+        scale = {
+            "log": "Logarithmic",
+            "linear": "Linear",
+            "auto": "Auto",
+            "reverselog": "ReverseLogarithmic",
+        }
+        scaling = "Auto"
+        if len(parts) == 3:
+            if parts[2].lower() not in scale:
+                raise LaunchError(f"range {name}={spec!r}: scale must be one of {sorted(scale)}")
+            scaling = scale[parts[2].lower()]
+        try:
+            if all(p.strip().lstrip("-").isdigit() for p in parts[:2]):
+                low, high = int(parts[0]), int(parts[1])
+                kind = "integer"
+            else:
+                low, high = float(parts[0]), float(parts[1])
+                kind = "continuous"
+        except ValueError:
+            raise LaunchError(f"range {name}={spec!r}: bounds must be numbers") from None
+        if not low < high:
+            raise LaunchError(f"range {name}={spec!r}: low must be below high")
+        if scaling == "Logarithmic" and low <= 0:
+            raise LaunchError(f"range {name}={spec!r}: a log scale needs low > 0")
+        return RangeSpec(name, kind, low, high, scaling=scaling)
+    values = tuple(v.strip() for v in spec.split(",") if v.strip())
+    if not values:
+        raise LaunchError(f"range {name}={spec!r} is empty")
+    return RangeSpec(name, "categorical", values=values)
+
+
+def build_ranges(
+    overrides: Mapping[str, str] | None = None, *, defaults: bool = True
+) -> dict[str, RangeSpec]:
+    """Default capstone ranges updated by ``overrides``; an empty spec drops a default."""
+    specs = dict(DEFAULT_RANGES) if defaults else {}
+    for name, spec in (overrides or {}).items():
+        if spec.strip() in ("", "none", "off"):
+            specs.pop(name, None)
+        else:
+            specs[name] = spec
+    return {name: parse_range(name, spec) for name, spec in specs.items()}
+
+
+def validate_ranges(ranges: Mapping[str, RangeSpec], static: Mapping[str, str]) -> None:
+    """Every range names a ``HyperParameters`` field, and every bound/value is one the
+    container accepts together with the static hyperparameters (fail before launching)."""
+    if not ranges:
+        raise LaunchError("no hyperparameter ranges to tune")
+    unknown = sorted(set(ranges) - set(HyperParameters.model_fields))
+    if unknown:
+        raise HyperparameterError(
+            f"tuning range(s) {unknown} are not hyperparameters; known: "
+            + ", ".join(HyperParameters.model_fields)
+        )
+    overlap = sorted(set(ranges) & set(static))
+    if overlap:
+        raise LaunchError(
+            f"{overlap} are both tuned and fixed: give each either a range or a value"
+        )
+    for name, spec in ranges.items():
+        samples = spec.values if spec.kind == "categorical" else (spec.low, spec.high)
+        for value in samples:
+            parse_hyperparameters({**static, name: str(value)})
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class JobSettings:
+    """Compute, spot and stopping settings shared by training and tuning jobs."""
+
+    instance_type: str = "ml.g4dn.xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 30
+    spot: bool = False
+    max_run_seconds: int = 24 * 3600
+    max_wait_seconds: int | None = None
+    checkpoint_uri: str | None = None
+    output_uri: str | None = None
+    base_job_name: str = "bincounter"
+    environment: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.instance_count < 1:
+            raise LaunchError(f"instance_count={self.instance_count} must be >= 1")
+        if self.max_wait_seconds is not None and not self.spot:
+            raise LaunchError("max wait time applies to managed spot only: add --spot or drop it")
+        if (
+            self.spot
+            and self.max_wait_seconds is not None
+            and (self.max_wait_seconds < self.max_run_seconds)
+        ):
+            raise LaunchError(
+                f"max wait ({self.max_wait_seconds} s) must be >= max run "
+                f"({self.max_run_seconds} s): it includes the time spent waiting for spot capacity"
+            )
+        if len(self.base_job_name) > JOB_NAME_MAX - 15:
+            raise LaunchError(f"base job name {self.base_job_name!r} is too long (max 48)")
+
+
+def timestamped(base: str, max_length: int = JOB_NAME_MAX) -> str:
+    """``<base>-YYMMDD-HHMMSS`` within SageMaker's name limit."""
+    stamp = time.strftime("%y%m%d-%H%M%S", time.gmtime())
+    return f"{base[: max_length - len(stamp) - 1]}-{stamp}"
+
+
+def _input_data(channels: Mapping[str, str]) -> list[Any]:
+    from sagemaker.core.training.configs import InputData
+
+    for name, uri in channels.items():
+        if not uri.startswith("s3://"):
+            raise LaunchError(f"channel {name}={uri!r} must be an s3:// prefix for a cloud job")
+    return [InputData(channel_name=name, data_source=uri) for name, uri in channels.items()]
+
+
+def _check_channels(channels: Mapping[str, str]) -> None:
+    missing = [c for c in ("train", "validation") if c not in channels]
+    if missing:
+        raise LaunchError(f"channel(s) {missing} missing: the container needs train and validation")
+
+
+def build_trainer(
+    config: AwsConfig, hyperparameters: Mapping[str, str], settings: JobSettings
+) -> Any:
+    """A cloud ``ModelTrainer`` for the image; no AWS call beyond the SDK's session set-up."""
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        OutputDataConfig,
+        StoppingCondition,
+        Tag,
+    )
+    from sagemaker.train import ModelTrainer
+
+    settings.check()
+    checkpoint_uri = settings.checkpoint_uri
+    if settings.spot and not checkpoint_uri:
+        checkpoint_uri = config.s3_uri("checkpoints", settings.base_job_name)
+    output_uri = settings.output_uri or config.s3_uri("output")
+    max_wait = settings.max_wait_seconds
+    if settings.spot and max_wait is None:
+        max_wait = 2 * settings.max_run_seconds
+    trainer = ModelTrainer(
+        training_image=config.require_image(),
+        role=config.require_role(),
+        sagemaker_session=Session(boto_session=config.boto_session()),
+        base_job_name=settings.base_job_name,
+        compute=Compute(
+            instance_type=settings.instance_type,
+            instance_count=settings.instance_count,
+            volume_size_in_gb=settings.volume_size_gb,
+            enable_managed_spot_training=settings.spot,
+        ),
+        stopping_condition=StoppingCondition(
+            max_runtime_in_seconds=settings.max_run_seconds,
+            max_wait_time_in_seconds=max_wait,
+        ),
+        output_data_config=OutputDataConfig(s3_output_path=output_uri),
+        checkpoint_config=(
+            CheckpointConfig(s3_uri=checkpoint_uri, local_path="/opt/ml/checkpoints")
+            if checkpoint_uri
+            else None
+        ),
+        hyperparameters=dict(hyperparameters),
+        environment=dict(settings.environment),
+        tags=[Tag(key=k, value=v) for k, v in settings.tags.items()] or None,
+    )
+    return trainer
+
+
+def _metric_definitions() -> list[Any]:
+    from sagemaker.core.training.configs import MetricDefinition
+
+    return [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainingLaunch:
+    job_name: str
+    model_artifact: str
+    status: str
+    hyperparameters: dict[str, str]
+
+
+def launch_training(
+    config: AwsConfig,
+    channels: Mapping[str, str],
+    hyperparameters: Mapping[str, Any],
+    settings: JobSettings | None = None,
+    *,
+    wait: bool = True,
+    logs: bool = True,
+) -> TrainingLaunch:
+    """Start a training job; with ``wait`` block until it ends (raising if it failed).
+
+    ``channels`` maps channel names (``train``, ``validation``, optional ``test``) to S3
+    prefixes. The model artifact URI is known as soon as the job is created.
+    """
+    settings = settings or JobSettings()
+    _check_channels(channels)
+    strings = validate_hyperparameters(hyperparameters)
+    trainer = build_trainer(config, strings, settings).with_metric_definitions(
+        _metric_definitions()
+    )
+    trainer.train(input_data_config=_input_data(channels), wait=wait, logs=logs)
+    job = trainer._latest_training_job
+    job_name = str(job.training_job_name)
+    artifact = None
+    with contextlib.suppress(AttributeError):
+        artifact = job.model_artifacts.s3_model_artifacts
+    if not isinstance(artifact, str) or not artifact:
+        output = (settings.output_uri or config.s3_uri("output")).rstrip("/")
+        artifact = f"{output}/{job_name}/output/model.tar.gz"
+    status = str(getattr(job, "training_job_status", "") or "InProgress")
+    if wait and status == "Failed":
+        raise LaunchError(f"training job {job_name} failed: {job.failure_reason}")
+    return TrainingLaunch(job_name, artifact, status, strings)
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+@dataclass(frozen=True)
+class TuningLaunch:
+    job_name: str
+    status: str
+    static_hyperparameters: dict[str, str]
+    ranges: dict[str, RangeSpec]
+
+
+def launch_tuning(
+    config: AwsConfig,
+    channels: Mapping[str, str],
+    ranges: Mapping[str, RangeSpec],
+    static_hyperparameters: Mapping[str, Any] | None = None,
+    settings: JobSettings | None = None,
+    *,
+    max_jobs: int = 12,
+    max_parallel_jobs: int = 3,
+    early_stopping: bool = False,
+    strategy: str = "Bayesian",
+    job_name: str | None = None,
+    wait: bool = True,
+) -> TuningLaunch:
+    """Start a hyperparameter tuning job maximising ``validation:accuracy``.
+
+    ``ranges`` come from ``build_ranges``; ``static_hyperparameters`` are sent unchanged to
+    every job. The tuner receives the metric definitions itself (it ignores the trainer's).
+    """
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    settings = settings or JobSettings()
+    _check_channels(channels)
+    if max_jobs < 1 or max_parallel_jobs < 1:
+        raise LaunchError("max jobs and max parallel jobs must be >= 1")
+    if max_parallel_jobs > max_jobs:
+        raise LaunchError(f"max parallel jobs ({max_parallel_jobs}) > max jobs ({max_jobs})")
+    static = validate_hyperparameters(static_hyperparameters or {})
+    validate_ranges(ranges, static)
+    name = job_name or timestamped(settings.base_job_name[:17], TUNING_NAME_MAX)
+    if len(name) > TUNING_NAME_MAX:
+        raise LaunchError(f"tuning job name {name!r} is longer than {TUNING_NAME_MAX} characters")
+    trainer = build_trainer(config, static, settings)
+    tuner = HyperparameterTuner(
+        model_trainer=trainer,
+        objective_metric_name=OBJECTIVE_METRIC,
+        objective_type="Maximize",
+        hyperparameter_ranges={n: r.to_sdk() for n, r in ranges.items()},
+        metric_definitions=[dict(m) for m in METRIC_DEFINITIONS],
+        strategy=strategy,
+        max_jobs=max_jobs,
+        max_parallel_jobs=max_parallel_jobs,
+        early_stopping_type="Auto" if early_stopping else "Off",
+    )
+    tuner.tune(inputs=_input_data(channels), job_name=name, wait=wait)
+    job = tuner.latest_tuning_job
+    status = str(getattr(job, "hyper_parameter_tuning_job_status", "") or "InProgress")
+    return TuningLaunch(name, status, static, dict(ranges))
+
+
+def best_from_descriptions(
+    tuning: Mapping[str, Any], best_job: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The best job's hyperparameters from DescribeHyperParameterTuningJob (+ the best job's
+    DescribeTrainingJob when available: it holds every value the job actually ran with).
+
+    Validated with ``parse_hyperparameters`` and returned as strings, ready for ``train``.
+    """
+    best = tuning.get("BestTrainingJob") or {}
+    if not best.get("TrainingJobName"):
+        raise LaunchError(
+            f"tuning job {tuning.get('HyperParameterTuningJobName')} has no best training job yet "
+            f"(status {tuning.get('HyperParameterTuningJobStatus')}): wait for a job to report "
+            f"{OBJECTIVE_METRIC}"
+        )
+    if best_job and best_job.get("HyperParameters"):
+        raw = dict(best_job["HyperParameters"])
+    else:
+        definition = tuning.get("TrainingJobDefinition") or {}
+        raw = {
+            **(definition.get("StaticHyperParameters") or {}),
+            **(best.get("TunedHyperParameters") or {}),
+        }
+    own = {k: v for k, v in raw.items() if not str(k).startswith(_FOREIGN_PREFIXES)}
+    try:
+        strings = validate_hyperparameters(own)
+    except HyperparameterError as exc:
+        raise LaunchError(
+            f"best job {best['TrainingJobName']} reports hyperparameters the container rejects: "
+            f"{exc.reason}"
+        ) from None
+    metric = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+    value = metric.get("Value")
+    return {
+        "tuning_job": tuning.get("HyperParameterTuningJobName"),
+        "best_training_job": best["TrainingJobName"],
+        "objective": {
+            "name": metric.get("MetricName", OBJECTIVE_METRIC),
+            "value": value if isinstance(value, int | float) and math.isfinite(value) else None,
+        },
+        "hyperparameters": strings,
+    }
+
+
+def best_hyperparameters(
+    config: AwsConfig, tuning_job_name: str, client: Any = None
+) -> dict[str, Any]:
+    """Describe a tuning job and its best training job; see ``best_from_descriptions``."""
+    from botocore.exceptions import ClientError
+
+    client = client or config.boto_session().client("sagemaker")
+    try:
+        tuning = client.describe_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=tuning_job_name
+        )
+    except ClientError as exc:
+        raise LaunchError(f"cannot describe tuning job {tuning_job_name}: {exc}") from None
+    best_job = None
+    name = (tuning.get("BestTrainingJob") or {}).get("TrainingJobName")
+    if name:
+        try:
+            best_job = client.describe_training_job(TrainingJobName=name)
+        except ClientError as exc:
+            log.warning(
+                "cannot describe best job %s (%s); using the tuning job's record", name, exc
+            )
+    return best_from_descriptions(tuning, best_job)
+
+
+def wait_for_tuning(config: AwsConfig, name: str, poll: float = 60, client: Any = None) -> str:
+    """Poll until the tuning job ends; returns its final status."""
+    client = client or config.boto_session().client("sagemaker")
+    while True:
+        status = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
+            "HyperParameterTuningJobStatus"
+        ]
+        if status in ("Completed", "Failed", "Stopped"):
+            return status
+        log.info("tuning job %s: %s", name, status)
+        time.sleep(poll)
+
+
+__all__ = [
+    "DEFAULT_RANGES",
+    "JobSettings",
+    "LaunchConfigError",
+    "LaunchError",
+    "RangeSpec",
+    "TrainingLaunch",
+    "TuningLaunch",
+    "best_from_descriptions",
+    "best_hyperparameters",
+    "build_ranges",
+    "launch_training",
+    "launch_tuning",
+    "parse_assignments",
+    "parse_range",
+    "read_hyperparameters_file",
+    "validate_hyperparameters",
+    "validate_ranges",
+    "write_hyperparameters_file",
+]
