@@ -1,0 +1,110 @@
+# bincounter: one image for SageMaker training (`docker run IMAGE train`) and serving
+# (`docker run IMAGE serve`, gunicorn + flask on 8080), on CPU and GPU instances.
+# Build args, CUDA/driver requirements and image size: docs/image.md.
+#
+#   docker build -t bincounter .
+#
+# Layers are ordered from the least to the most often changed: system packages, torch (CUDA
+# wheels, gigabytes), the other pinned dependencies, ImageNet weights, then the project's code, so
+# a code change rebuilds in seconds. Works with the classic builder and with BuildKit.
+
+# Any Debian-based CPython 3.11 image that keeps python at /usr/local/bin works here.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------
+# builder: wheels for the dependencies published only as source. sagemaker-training compiles a
+# C extension; the compiler stays in this stage and never reaches the final image.
+FROM ${BASE_IMAGE} AS builder
+
+# Where pip looks (optional, for mirrors and for offline or test builds); empty means PyPI.
+# They are recorded in the image history: never put credentials in them.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+COPY requirements/image.lock /tmp/req/image.lock
+RUN grep -E '^(sagemaker-training|inotify-simple)==' /tmp/req/image.lock >/tmp/req/sdists.txt \
+    && python -m pip wheel --no-cache-dir --disable-pip-version-check --no-deps \
+        --wheel-dir /wheels -r /tmp/req/sdists.txt
+
+# ---------------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE}
+
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
+
+LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
+      org.opencontainers.image.title="bincounter" \
+      org.opencontainers.image.description="Count the items (1-5) in Amazon Bin Image Dataset photos: SageMaker training and serving image (PyTorch)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# /opt/program (train, serve) comes first on PATH: sagemaker-training installs a console script
+# also called `train` into /opt/venv/bin, and ours must win.
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/program:/opt/venv/bin:${PATH} \
+    TORCH_HOME=/opt/torch
+
+# tini as PID 1: docker stop / SageMaker's SIGTERM reach the server and training, and
+# DataLoader workers are reaped.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && python -m venv /opt/venv
+
+# torch + torchvision + CUDA 13 runtime wheels (the big, stable layer). Binary wheels only.
+COPY requirements/torch.lock /tmp/req/torch.lock
+RUN pip install --only-binary :all: -r /tmp/req/torch.lock
+
+# Everything else, pinned; the source-only packages come as wheels from the builder.
+COPY --from=builder /wheels /tmp/wheels
+COPY requirements/image.lock /tmp/req/image.lock
+RUN pip install --only-binary :all: --find-links /tmp/wheels \
+        -r /tmp/req/image.lock -c /tmp/req/torch.lock \
+    && pip check \
+    && rm -rf /tmp/wheels
+
+# ImageNet weights baked in so `pretrained=true` works with network isolation; into
+# $TORCH_HOME/hub/checkpoints, where torchvision (and bincounter) look. DOWNLOAD_WEIGHTS=0 for
+# offline builds: training then needs `pretrained=false` or a network.
+ARG DOWNLOAD_WEIGHTS=1
+ARG WEIGHTS_ARCHS="resnet18 resnet34 resnet50"
+RUN if [ "$DOWNLOAD_WEIGHTS" = "1" ]; then \
+        python -c 'import sys, torchvision; [print(a, torchvision.models.get_model_weights(a).IMAGENET1K_V1.get_state_dict(progress=False) and "ok") for a in sys.argv[1:]]' $WEIGHTS_ARCHS; \
+    else \
+        echo "DOWNLOAD_WEIGHTS=$DOWNLOAD_WEIGHTS: no ImageNet weights in this image"; \
+    fi
+
+# The project itself (the only layers a code change rebuilds). Nothing is written under
+# /opt/ml: SageMaker mounts it.
+COPY pyproject.toml README.md /tmp/src/
+COPY container /tmp/src/container
+RUN pip install --no-deps --no-build-isolation --no-compile /tmp/src \
+    && python -m compileall -q "$(python -c 'import bincounter, os; print(os.path.dirname(bincounter.__file__))')" \
+    && rm -rf /tmp/src /tmp/req
+COPY train serve /opt/program/
+
+WORKDIR /opt/program
+
+# SageMaker runs `docker run IMAGE train|serve`; the SDK's local mode runs the image with no
+# argument, so training is the default.
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["train"]
+
+# Last, so a new version or commit does not invalidate any cached layer.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+# The repository URL (scripts/push.sh passes git remote origin).
+ARG SOURCE=""
+LABEL org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
