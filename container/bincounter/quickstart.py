@@ -1,0 +1,199 @@
+"""The README's first command: the whole local workflow on a small ABID sample, no AWS account.
+
+prepare a sample -> lay it out as a SageMaker ``/opt/ml`` tree -> run ``./train`` on it ->
+start ``./serve`` on the model it wrote -> count a few held-out photos over HTTP -> stop.
+Each step runs the same executables SageMaker runs, only relocated with ``SAGEMAKER_BASE_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .aws.prepare import ABID_BUCKET, SPLITS, LocalSource, PrepareError, S3Source, prepare
+from .errors import UserError
+
+log = logging.getLogger("bincounter.quickstart")
+REPO = Path(__file__).resolve().parents[2]
+
+#: Small enough for a laptop CPU in a few minutes; not the production recipe (see README).
+QUICK_HYPERPARAMETERS = {
+    "arch": "resnet18",
+    "epochs": "4",
+    "batch_size": "32",
+    "image_size": "96",
+    "warmup_epochs": "1",
+}
+
+
+def _source_for(data: Path):
+    """A prepare source for a local folder in any of the layouts people have."""
+    if (data / "bin-images").is_dir():
+        return LocalSource(data)
+    if (data / "original").is_dir() and (data / "metadata").is_dir():
+        return LocalSource(data, images_dir="original")  # the ABID sample kept beside checkouts
+    return None
+
+
+def _channels_from_folder(data: Path, out: Path) -> bool:
+    """Photos already split per count (``1/``..``5/``): split them by file order, no copy."""
+    counts = [data / str(c) for c in range(1, 6)]
+    if not all(c.is_dir() for c in counts):
+        return False
+    for folder in counts:
+        for i, photo in enumerate(sorted(folder.glob("*.jp*g"))):
+            split = {0: "validation", 3: "test"}.get(i % 6, "train")  # 4 : 1 : 1
+            dest = out / split / folder.name / photo.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.unlink(missing_ok=True)
+            dest.symlink_to(photo.resolve())
+    return True
+
+
+def prepare_sample(data: str | None, out: Path, per_count: int) -> Path:
+    """Channels ``train/validation/test`` under ``out/data`` from DATA or the public bucket."""
+    channels = out / "data"
+    if data:
+        folder = Path(data).expanduser().resolve()
+        if not folder.is_dir():
+            raise UserError(f"DATA={data} is not a folder")
+        if _channels_from_folder(folder, channels):
+            return channels
+        source = _source_for(folder)
+        if source is None:
+            raise UserError(
+                f"DATA={data}: expected bin-images/ + metadata/, original/ + metadata/, "
+                "or one folder per count 1/..5/"
+            )
+        prepare(source, channels, max_per_count=per_count, workers=8)
+        return channels
+    try:
+        log.info(
+            "fetching %d photos per count from the public bucket s3://%s", per_count, ABID_BUCKET
+        )
+        prepare(S3Source(), channels, max_per_count=per_count, workers=16)
+        return channels
+    except Exception as exc:  # no network, proxy, DNS: all end the same way for a person
+        local = REPO.parent / "shared" / "abid"
+        reason = exc.reason if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        if _source_for(local) is not None:
+            log.warning(
+                "the public bucket s3://%s cannot be reached (%s); using the local ABID copy %s",
+                ABID_BUCKET,
+                reason,
+                local,
+            )
+            prepare(_source_for(local), channels, max_per_count=per_count, workers=8)
+            return channels
+        raise UserError(
+            f"the public ABID bucket s3://{ABID_BUCKET} cannot be reached ({reason}); "
+            "run with DATA=/path/to/photos (bin-images/ + metadata/, or folders 1/..5/)"
+        ) from None
+
+
+def make_tree(channels: Path, base: Path, hyperparameters: dict[str, str]) -> Path:
+    """A fresh SageMaker tree whose channels are the prepared folders."""
+    if base.exists():
+        shutil.rmtree(base)
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]})
+    )
+    (config / "inputdataconfig.json").write_text(
+        json.dumps({s: {"TrainingInputMode": "File"} for s in SPLITS})
+    )
+    (base / "input" / "data").mkdir(parents=True)
+    for split in SPLITS:
+        (base / "input" / "data" / split).symlink_to(channels.resolve() / split)
+    return base
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def count_with_server(base: Path, photos: list[Path], timeout_s: float = 60) -> list[dict]:
+    """Start ``./serve`` on the tree's model, POST each photo, stop it; the answers in order."""
+    port = _free_port()
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_BIND_TO_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, str(REPO / "serve")], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if server.poll() is not None:
+                raise UserError(f"serve exited with status {server.returncode}; see its log above")
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise UserError(f"serve did not answer /ping within {timeout_s:.0f} s")
+            time.sleep(0.3)
+        answers = []
+        for photo in photos:
+            request = urllib.request.Request(
+                f"{url}/invocations",
+                data=photo.read_bytes(),
+                headers={"Content-Type": "image/jpeg", "Accept": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as r:
+                answers.append(json.loads(r.read()))
+        return answers
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("DATA"), help="photo folder (or $DATA)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "quickstart")
+    parser.add_argument("--per-count", type=int, default=40)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    try:
+        channels = prepare_sample(args.data, args.out, args.per_count)
+        base = make_tree(channels, args.out / "opt_ml", QUICK_HYPERPARAMETERS)
+        log.info("training on %s (SAGEMAKER_BASE_DIR=%s)", channels, base)
+        env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base)}
+        if subprocess.run([sys.executable, str(REPO / "train")], env=env).returncode != 0:
+            failure = base / "output" / "failure"
+            reason = failure.read_text().splitlines()[0] if failure.exists() else "see log"
+            raise UserError(f"train failed: {reason}")
+        test = channels / "test"
+        photos = [p for c in sorted(test.iterdir()) for p in sorted(c.glob("*.jpg"))[:1]]
+        for photo, answer in zip(photos, count_with_server(base, photos), strict=True):
+            print(
+                f"{photo.name}: {photo.parent.name} item(s) in the bin, endpoint counted "
+                f"{answer['count']} (p={answer['probabilities'][str(answer['count'])]:.2f})"
+            )
+    except (UserError, PrepareError) as exc:
+        log.error("quickstart failed: %s", exc.reason)
+        return 1
+    print(f"done: model in {base / 'model'}, reports in {base / 'output' / 'data'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
