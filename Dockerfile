@@ -61,8 +61,12 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && python -m venv /opt/venv
 
-# torch + torchvision + CUDA 13 runtime wheels (the big, stable layer). Binary wheels only.
+# torch + torchvision + CUDA 13 runtime wheels: the big, stable layers, binary wheels only. Two
+# layers of about 3 GB (NVIDIA libraries, then torch and the rest) rather than one of 6 GB: docker
+# pushes and SageMaker pulls and unpacks layers in parallel.
 COPY requirements/torch.lock /tmp/req/torch.lock
+RUN grep -E '^(nvidia|cuda)-' /tmp/req/torch.lock >/tmp/req/cuda.txt \
+    && pip install --only-binary :all: -r /tmp/req/cuda.txt -c /tmp/req/torch.lock
 RUN pip install --only-binary :all: -r /tmp/req/torch.lock
 
 # Everything else, pinned; the source-only packages come as wheels from the builder.

@@ -56,7 +56,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def docker(*args: str, timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def docker(
+    *args: str, timeout: float = 600, check: bool = True, **kw
+) -> subprocess.CompletedProcess:
     """Run the docker CLI; on failure the assertion message carries its output."""
     result = subprocess.run(
         ["docker", *args], capture_output=True, text=True, timeout=timeout, **kw
@@ -96,16 +98,14 @@ def engine() -> dict[str, str]:
             f"(exit {result.returncode}):\n{result.stderr[-3000:]}"
         )
     REPORT["engine setup"] = f"{time.monotonic() - started:.0f} s"
-    state = dict(
-        line.split("=", 1) for line in result.stdout.splitlines() if "=" in line
-    )
+    state = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     yield state
     if state.get("ENGINE_STARTED") == "1" and os.environ.get("BINCOUNTER_KEEP_ENGINE") != "1":
         subprocess.run(["bash", str(ENGINE_SH), "down"], timeout=120, check=False)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+    def log_message(self, format, *args):
         pass
 
 
@@ -149,7 +149,9 @@ def build_image(tag: str, tmp: Path, extra_args: list[str] | None = None) -> flo
         started = time.monotonic()
         log = tmp / "build.log"
         with open(log, "w") as out:
-            rc = subprocess.run(["docker", *args], stdout=out, stderr=subprocess.STDOUT, timeout=3000)
+            rc = subprocess.run(
+                ["docker", *args], stdout=out, stderr=subprocess.STDOUT, timeout=3000
+            )
         elapsed = time.monotonic() - started
     if rc.returncode != 0:
         raise AssertionError(f"docker build failed (log {log}):\n{log.read_text()[-6000:]}")
@@ -169,7 +171,9 @@ def image(engine, tmp_path_factory: pytest.TempPathFactory) -> str:
         return given
     elapsed = build_image(TEST_TAG, tmp_path_factory.mktemp("build"))
     REPORT["image build"] = f"{elapsed:.0f} s (cached layers are reused across sessions)"
-    REPORT["image size"] = f"{image_size_bytes(TEST_TAG) / 1e9:.2f} GB ({TEST_TAG}, no ImageNet weights)"
+    REPORT["image size"] = (
+        f"{image_size_bytes(TEST_TAG) / 1e9:.2f} GB ({TEST_TAG}, no ImageNet weights)"
+    )
     return TEST_TAG
 
 

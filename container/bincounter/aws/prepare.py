@@ -350,6 +350,19 @@ def _verify_image(data: bytes) -> tuple[int, int]:
     return image.size
 
 
+_RETRY_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "InternalError"}
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth retrying: connection trouble, throttling, 5xx. Not: 403, 400 (they stay so)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return True  # no HTTP answer at all: a connection or read error
+    code = response.get("Error", {}).get("Code", "")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return code in _RETRY_CODES or status >= 500
+
+
 def _parse_quantity(data: bytes) -> int:
     meta = json.loads(data)
     quantity = meta["EXPECTED_QUANTITY"]
@@ -380,7 +393,7 @@ class _Fetcher:
             except MissingObject:
                 raise
             except Exception as exc:  # network, throttling, 5xx: retry with backoff
-                if attempt == self.attempts:
+                if attempt == self.attempts or not _transient(exc):
                     raise
                 self._count("retries")
                 log.info("retrying %s after %s (attempt %d)", key, exc, attempt)
