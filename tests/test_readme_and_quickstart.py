@@ -1,0 +1,48 @@
+"""The README's promises: its hyperparameter table and its first command."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bincounter.hyperparameters import HyperParameters
+
+from support import REPO, build_channel
+
+
+def test_readme_documents_every_hyperparameter_with_its_default():
+    readme = (REPO / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", readme, re.M))
+    for name, field in HyperParameters.model_fields.items():
+        assert name in rows, f"README lacks hyperparameter {name}"
+        assert rows[name] == repr(field.default), f"README default of {name} is stale"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    assert "scripts/test.sh" in readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_quickstart_trains_serves_and_counts(tmp_path):
+    """README command 1 on a folder-per-count DATA folder of real photos."""
+    data = tmp_path / "photos"
+    for split in ("train", "validation"):
+        build_channel(data, split, 6)
+    result = subprocess.run(
+        [sys.executable, "-m", "bincounter.quickstart", "--out", str(tmp_path / "run")],
+        env={**os.environ, "DATA": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    answers = re.findall(
+        r"^(\S+\.jpg): (\d) item\(s\) in the bin, endpoint counted (\d)", result.stdout, re.M
+    )
+    assert sorted(int(truth) for _, truth, _ in answers) == [1, 2, 3, 4, 5]
+    assert all(1 <= int(counted) <= 5 for _, _, counted in answers)
+    assert (tmp_path / "run" / "opt_ml" / "model" / "model_card.json").is_file()
