@@ -78,12 +78,14 @@ RUN pip install --only-binary :all: --find-links /tmp/wheels \
     && rm -rf /tmp/wheels
 
 # ImageNet weights baked in so `pretrained=true` works with network isolation; into
-# $TORCH_HOME/hub/checkpoints, where torchvision (and bincounter) look. DOWNLOAD_WEIGHTS=0 for
-# offline builds: training then needs `pretrained=false` or a network.
+# $TORCH_HOME/hub/checkpoints, where torchvision (and bincounter) look, checked against the
+# sha256 prefix in their file names. They come from download.pytorch.org (not PyPI): where that
+# host is unreachable build with DOWNLOAD_WEIGHTS=0 (training then needs `pretrained=false`).
 ARG DOWNLOAD_WEIGHTS=1
 ARG WEIGHTS_ARCHS="resnet18 resnet34 resnet50"
 RUN if [ "$DOWNLOAD_WEIGHTS" = "1" ]; then \
-        python -c 'import sys, torchvision; [print(a, torchvision.models.get_model_weights(a).IMAGENET1K_V1.get_state_dict(progress=False) and "ok") for a in sys.argv[1:]]' $WEIGHTS_ARCHS; \
+        python -c 'import socket, sys, torchvision; socket.setdefaulttimeout(60); ws = [torchvision.models.get_model_weights(a).IMAGENET1K_V1 for a in sys.argv[1:]]; [print("ImageNet weights:", w.get_state_dict(progress=False, check_hash=True) and w.url) for w in ws]' $WEIGHTS_ARCHS \
+        || { echo "ERROR: could not download the ImageNet weights (above). Where download.pytorch.org is unreachable, build with --build-arg DOWNLOAD_WEIGHTS=0 (offline build: pretrained=true then fails the job saying so)." >&2; exit 1; }; \
     else \
         echo "DOWNLOAD_WEIGHTS=$DOWNLOAD_WEIGHTS: no ImageNet weights in this image"; \
     fi

@@ -19,6 +19,7 @@ When the engine cannot be set up the tests fail under CI (``CI=true``) and skip 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import http.server
 import os
@@ -37,6 +38,8 @@ HERE = Path(__file__).resolve().parent
 ENGINE_SH = HERE / "engine.sh"
 TEST_TAG = "bincounter:test"
 DEFAULT_WHEEL_DIRS = ("/opt/pypi-more/files", "/opt/pypi/files", "/opt/wheels")
+#: Loopback port of the wheel server the test build's pip reads (kept stable for layer caching).
+WHEEL_SERVER_PORT = int(os.environ.get("BINCOUNTER_WHEEL_PORT", "38711"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 #: Numbers shown in the terminal summary (build time, image size, ...).
@@ -104,16 +107,31 @@ def engine() -> dict[str, str]:
         subprocess.run(["bash", str(ENGINE_SH), "down"], timeout=120, check=False)
 
 
+#: Files the wheel server handed out (path -> bytes), to report what the build did not download.
+SERVED: dict[str, int] = {}
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if path.is_file() and path.suffix == ".whl":
+            SERVED[self.path] = path.stat().st_size
+        super().do_GET()
+
 
 @contextlib.contextmanager
-def serve_folder(root: Path):
-    """A static HTTP server for ``root`` on 127.0.0.1 (threaded; closed on exit)."""
+def serve_folder(root: Path, port: int = 0):
+    """A static HTTP server for ``root`` on 127.0.0.1 (threaded; closed on exit).
+
+    ``port`` is tried first (any free one when it is taken or 0)."""
     handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -129,33 +147,50 @@ def wheel_dirs() -> list[Path]:
     return [Path(d) for d in dirs if d and Path(d).is_dir()]
 
 
-def build_image(tag: str, tmp: Path, extra_args: list[str] | None = None) -> float:
-    """``docker build`` the project's Dockerfile as the tests need it; returns seconds taken."""
+@dataclasses.dataclass(frozen=True)
+class Build:
+    returncode: int
+    elapsed: float
+    log: str
+
+
+def build_image(
+    tag: str,
+    tmp: Path,
+    extra_args: list[str] | None = None,
+    download_weights: bool = False,
+    context: Path = REPO,
+) -> Build:
+    """``docker build`` the project's Dockerfile as the tests need it (ImageNet weights off
+    unless asked for); returns its exit status, seconds taken and log.
+
+    The wheel folders are served on a fixed loopback port under names derived from their
+    paths: ``PIP_FIND_LINKS`` is part of the cache key of every ``RUN`` after its ``ARG``, so a
+    URL that changed from one session to the next would rebuild the torch layers each time."""
     links = tmp / "wheel-links"
     links.mkdir(exist_ok=True)
-    for i, folder in enumerate(wheel_dirs()):
-        (links / str(i)).symlink_to(folder, target_is_directory=True)
-    with serve_folder(links) as url:
+    for folder in wheel_dirs():
+        name = "-".join(folder.resolve().parts[1:]) or "root"
+        (links / name).symlink_to(folder, target_is_directory=True)
+    with serve_folder(links, WHEEL_SERVER_PORT) as url:
         find_links = " ".join(f"{url}/{p.name}/" for p in sorted(links.iterdir()))
         args = [
             "build",
             # host network: pip in the build reaches the wheel server on the host's 127.0.0.1
             "--network", "host",
-            "--build-arg", "DOWNLOAD_WEIGHTS=0",
+            "--build-arg", f"DOWNLOAD_WEIGHTS={int(download_weights)}",
             *(["--build-arg", f"PIP_FIND_LINKS={find_links}"] if find_links else []),
             *(extra_args or []),
-            "-t", tag, str(REPO),
+            "-t", tag, str(context),
         ]  # fmt: skip
         started = time.monotonic()
         log = tmp / "build.log"
         with open(log, "w") as out:
-            rc = subprocess.run(
+            result = subprocess.run(
                 ["docker", *args], stdout=out, stderr=subprocess.STDOUT, timeout=3000
             )
         elapsed = time.monotonic() - started
-    if rc.returncode != 0:
-        raise AssertionError(f"docker build failed (log {log}):\n{log.read_text()[-6000:]}")
-    return elapsed
+    return Build(result.returncode, elapsed, log.read_text())
 
 
 def image_size_bytes(tag: str) -> int:
@@ -169,7 +204,14 @@ def image(engine, tmp_path_factory: pytest.TempPathFactory) -> str:
     if given:
         docker("image", "inspect", given)
         return given
-    elapsed = build_image(TEST_TAG, tmp_path_factory.mktemp("build"))
+    result = build_image(TEST_TAG, tmp_path_factory.mktemp("build"))
+    if result.returncode != 0:
+        pytest.fail(f"docker build failed:\n{result.log[-6000:]}", pytrace=False)
+    elapsed = result.elapsed
+    if SERVED:
+        REPORT["wheels from local folders"] = (
+            f"{len(SERVED)} files, {sum(SERVED.values()) / 1e9:.2f} GB not downloaded"
+        )
     REPORT["image build"] = f"{elapsed:.0f} s (cached layers are reused across sessions)"
     REPORT["image size"] = (
         f"{image_size_bytes(TEST_TAG) / 1e9:.2f} GB ({TEST_TAG}, no ImageNet weights)"

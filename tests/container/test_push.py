@@ -1,0 +1,231 @@
+"""scripts/push.sh against a real registry on loopback, with the ECR API served by moto.
+
+Debian's ``docker-registry`` listens on 127.0.0.1; ``moto_server`` answers ECR and STS on
+127.0.0.1 (``AWS_ENDPOINT_URL``). push.sh's registry override points docker at the loopback
+registry; everything else (repository creation, ``aws ecr get-login-password | docker login``,
+tag, push) is what a user runs against AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO, REPORT, docker, free_port, unavailable, wait_for
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+PUSH = REPO / "scripts" / "push.sh"
+BASH = shutil.which("bash") or "/bin/bash"  # absolute: some tests run push.sh with a bare PATH
+REGION = "us-east-1"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status < 500
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_for(lambda: _http_ok(f"{url}/moto-api/"), timeout=60):
+            pytest.fail(f"moto_server did not start on {url} (log {log.name})")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def registry(engine, tmp_path_factory: pytest.TempPathFactory):
+    """Debian's docker-registry (distribution 2.x) on 127.0.0.1, storage in a temp folder."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        unavailable("docker-registry not installed (tests/container/engine.sh up installs it)")
+    tmp = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = tmp / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = open(tmp / "registry.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    host = f"127.0.0.1:{port}"
+    try:
+        if not wait_for(lambda: _http_ok(f"http://{host}/v2/"), timeout=30):
+            pytest.fail(f"docker-registry did not start on {host} (log {tmp / 'registry.log'})")
+        yield host
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def aws_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A folder holding an ``aws`` CLI: the one on PATH, or AWS CLI v1 installed from PyPI."""
+    found = shutil.which("aws")
+    if found:
+        return str(Path(found).parent)
+    target = tmp_path_factory.mktemp("awscli")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--target",
+            str(target / "lib"),
+            "awscli",
+        ],
+        check=True,
+        timeout=600,
+    )
+    wrapper = target / "bin" / "aws"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        f'#!/bin/sh\nPYTHONPATH="{target / "lib"}" exec "{sys.executable}" -m awscli "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper.parent)
+
+
+def push_env(tmp: Path, moto: str, aws_bin: str, **extra: str) -> dict[str, str]:
+    """Fake credentials, every AWS call on loopback, docker's login kept in a temp folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BINCOUNTER_"))}
+    env.update(
+        PATH=f"{aws_bin}:{env['PATH']}",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_ENDPOINT_URL=moto,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(tmp / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp / "no-aws-credentials"),
+        DOCKER_CONFIG=str(tmp / "docker-config"),
+    )
+    env.update(extra)
+    return env
+
+
+def run_push(env: dict[str, str], *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [BASH, str(PUSH), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ecr_repositories(moto: str) -> list[str]:
+    import boto3
+
+    client = boto3.client(
+        "ecr",
+        region_name=REGION,
+        endpoint_url=moto,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    return [r["repositoryName"] for r in client.describe_repositories()["repositories"]]
+
+
+def test_push_creates_repository_pushes_and_is_pullable(
+    image: str, registry: str, moto_endpoint: str, aws_bin: str, tmp_path: Path
+) -> None:
+    repository, tag = "bincounter-ci", f"push-{os.getpid()}"
+    assert repository not in ecr_repositories(moto_endpoint)
+    env = push_env(tmp_path, moto_endpoint, aws_bin)
+
+    started = time.monotonic()
+    result = run_push(
+        env, "--image", image, "--registry", registry, "--repository", repository, "--tag", tag
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    uri = f"{registry}/{repository}:{tag}"
+    assert result.stdout.strip().splitlines()[-1] == uri, "the URI must be the last line"
+    assert "creating ECR repository" in result.stderr
+    assert repository in ecr_repositories(moto_endpoint)
+    assert "Login Succeeded" in result.stderr  # aws ecr get-login-password | docker login
+
+    with urllib.request.urlopen(f"http://{registry}/v2/{repository}/tags/list", timeout=10) as r:
+        assert tag in json.load(r)["tags"]
+    image_id = docker("image", "inspect", "-f", "{{.Id}}", image).stdout.strip()
+    docker("rmi", uri)
+    docker("pull", uri, timeout=1800)
+    assert docker("image", "inspect", "-f", "{{.Id}}", uri).stdout.strip() == image_id
+
+    # Again: the repository exists now, and the push is a no-op upload.
+    again = run_push(
+        env, "--image", image, "--registry", registry, "--repository", repository, "--tag", tag
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "exists" in again.stderr and again.stdout.strip().splitlines()[-1] == uri
+    docker("rmi", uri, check=False)
+    REPORT["push to loopback registry"] = f"{elapsed:.0f} s (first push of the whole image)"
+
+
+def _bin_with(tmp: Path, tools: list[str]) -> str:
+    """A PATH folder holding only ``tools`` (symlinks), to take a prerequisite away."""
+    folder = tmp / "bin"
+    folder.mkdir(exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found, tool
+        (folder / tool).symlink_to(found)
+    return str(folder)
+
+
+def test_push_without_docker_says_so(tmp_path: Path) -> None:
+    env = {"PATH": _bin_with(tmp_path, ["dirname"]), "HOME": str(tmp_path)}
+    result = run_push(env, "--image", "x:y", timeout=60)
+    assert result.returncode != 0
+    assert "docker not found" in result.stderr
+
+
+def test_push_without_aws_cli_says_so(engine, tmp_path: Path) -> None:
+    env = {"PATH": _bin_with(tmp_path, ["dirname", "docker"]), "HOME": str(tmp_path)}
+    result = run_push(env, "--image", "x:y", timeout=60)
+    assert result.returncode != 0
+    assert "aws CLI not found" in result.stderr
+
+
+def test_push_without_credentials_says_so(
+    engine, moto_endpoint: str, aws_bin: str, tmp_path: Path
+) -> None:
+    env = push_env(tmp_path, moto_endpoint, aws_bin)
+    del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+    result = run_push(env, "--image", "x:y", "--registry", "127.0.0.1:1", timeout=120)
+    assert result.returncode != 0
+    assert "no usable AWS credentials" in result.stderr
+
+
+def test_push_rejects_a_missing_image(
+    engine, moto_endpoint: str, aws_bin: str, tmp_path: Path
+) -> None:
+    env = push_env(tmp_path, moto_endpoint, aws_bin)
+    result = run_push(
+        env, "--image", "bincounter-no-such-image:none", "--registry", "127.0.0.1:1", timeout=120
+    )
+    assert result.returncode != 0
+    assert "not found locally" in result.stderr
