@@ -3,14 +3,18 @@
 ``tests/container/engine.sh up`` installs and starts what is missing (Debian's docker.io,
 ``docker compose`` v2, docker-registry, shellcheck, a stand-in for the base image); the session
 stops dockerd at the end if it started it. The image is built from the project's Dockerfile with
-ImageNet weights off and pip pointed at this machine's local wheel folders (served on 127.0.0.1)
-so the build does not download gigabytes of CUDA wheels.
+ImageNet weights off and pip reading a package index on 127.0.0.1 that serves this machine's
+wheel folders first and PyPI for the rest, so the build does not download gigabytes of CUDA
+wheels.
 
 Environment knobs:
 
 - ``BINCOUNTER_TEST_IMAGE``: use this already built image instead of building one.
 - ``BINCOUNTER_WHEEL_DIRS``: colon-separated folders of wheels to offer the build
   (default: whichever of /opt/pypi-more/files, /opt/pypi/files, /opt/wheels exist).
+- ``BINCOUNTER_WHEEL_PORT``: the loopback index's port (default 38711; any free one if taken).
+- ``BINCOUNTER_UPSTREAM_INDEX``: the index for the rest (default https://pypi.org/simple).
+- ``BINCOUNTER_ENGINE_DIR``: dockerd's data root, logs and pid (engine.sh's default otherwise).
 - ``BINCOUNTER_KEEP_ENGINE=1``: leave a dockerd this session started running.
 
 When the engine cannot be set up the tests fail under CI (``CI=true``) and skip elsewhere.
@@ -23,22 +27,35 @@ import dataclasses
 import functools
 import http.server
 import os
+import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 ENGINE_SH = HERE / "engine.sh"
 TEST_TAG = "bincounter:test"
 DEFAULT_WHEEL_DIRS = ("/opt/pypi-more/files", "/opt/pypi/files", "/opt/wheels")
-#: Loopback port of the wheel server the test build's pip reads (kept stable for layer caching).
+#: Loopback port of the package index the test build's pip reads (stable, for layer caching).
 WHEEL_SERVER_PORT = int(os.environ.get("BINCOUNTER_WHEEL_PORT", "38711"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -107,27 +124,109 @@ def engine() -> dict[str, str]:
         subprocess.run(["bash", str(ENGINE_SH), "down"], timeout=120, check=False)
 
 
-#: Files the wheel server handed out (path -> bytes), to report what the build did not download.
+#: Files the local index handed out (name -> bytes), to report what the build did not download.
 SERVED: dict[str, int] = {}
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+def _local_files(folders: list[Path]) -> dict[str, dict[str, Path]]:
+    """{project: {file name: path}} for the wheels and sdists in ``folders`` (first one wins)."""
+    found: dict[str, dict[str, Path]] = {}
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            try:
+                if path.name.endswith(".whl"):
+                    name = parse_wheel_filename(path.name)[0]
+                elif path.name.endswith((".tar.gz", ".zip")):
+                    name = parse_sdist_filename(path.name)[0]
+                else:
+                    continue
+            except (InvalidWheelFilename, InvalidSdistFilename):
+                continue
+            found.setdefault(name, {}).setdefault(path.name, path)
+    return found
+
+
+class _IndexHandler(http.server.BaseHTTPRequestHandler):
+    """A PEP 503 index: ``/simple/<project>/`` lists this machine's files for the project, then
+    the upstream index's files *of other names*; ``/files/<name>`` serves a local file.
+
+    pip's ``--find-links`` is not enough: when PyPI has the same file, pip takes PyPI's copy, and
+    the build downloads gigabytes of CUDA wheels it has on disk."""
+
+    local: ClassVar[dict[str, dict[str, Path]]] = {}
+    files: ClassVar[dict[str, Path]] = {}
+    upstream = "https://pypi.org/simple"
+
     def log_message(self, format, *args):
         pass
 
     def do_GET(self):
-        path = Path(self.translate_path(self.path))
-        if path.is_file() and path.suffix == ".whl":
-            SERVED[self.path] = path.stat().st_size
-        super().do_GET()
+        parts = urllib.parse.unquote(self.path.split("?")[0].split("#")[0]).strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "simple":
+            self._project(canonicalize_name(parts[1]))
+        elif len(parts) == 2 and parts[0] == "files" and parts[1] in self.files:
+            self._file(self.files[parts[1]])
+        else:
+            self.send_error(404)
+
+    def _project(self, name: str) -> None:
+        local = self.local.get(name, {})
+        anchors = [f'<a href="/files/{urllib.parse.quote(f)}">{f}</a>' for f in sorted(local)]
+        try:
+            request = urllib.request.Request(
+                f"{self.upstream}/{name}/", headers={"Accept": "text/html"}
+            )
+            with urllib.request.urlopen(request, timeout=60, context=_ssl_context()) as r:
+                page = r.read().decode()
+            for anchor, filename in re.findall(r"(<a\s[^>]*>([^<]+)</a>)", page):
+                if filename.strip() not in local:
+                    anchors.append(anchor)
+        except urllib.error.HTTPError as exc:
+            if not local:
+                self.send_error(exc.code)
+                return
+        except OSError:
+            if not local:
+                self.send_error(502)
+                return
+        body = "<!DOCTYPE html><html><body>\n" + "<br>\n".join(anchors) + "\n</body></html>"
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _file(self, path: Path) -> None:
+        size = path.stat().st_size
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, self.wfile, 1 << 20)
+        SERVED[path.name] = size
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    bundle = "/etc/ssl/certs/ca-certificates.crt"  # holds a TLS-intercepting proxy's CA here
+    return ssl.create_default_context(cafile=bundle if os.path.exists(bundle) else None)
 
 
 @contextlib.contextmanager
-def serve_folder(root: Path, port: int = 0):
-    """A static HTTP server for ``root`` on 127.0.0.1 (threaded; closed on exit).
-
-    ``port`` is tried first (any free one when it is taken or 0)."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
+def local_index(folders: list[Path], port: int = 0):
+    """The index above on 127.0.0.1 (``port`` first, any free one when it is taken)."""
+    local = _local_files(folders)
+    handler = type(
+        "Handler",
+        (_IndexHandler,),
+        {
+            "local": local,
+            "files": {f: p for files in local.values() for f, p in files.items()},
+            "upstream": os.environ.get("BINCOUNTER_UPSTREAM_INDEX", "https://pypi.org/simple"),
+        },
+    )
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError:
@@ -135,7 +234,7 @@ def serve_folder(root: Path, port: int = 0):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
     finally:
         server.shutdown()
         server.server_close()
@@ -164,25 +263,21 @@ def build_image(
     """``docker build`` the project's Dockerfile as the tests need it (ImageNet weights off
     unless asked for); returns its exit status, seconds taken and log.
 
-    The wheel folders are served on a fixed loopback port under names derived from their
-    paths: ``PIP_FIND_LINKS`` is part of the cache key of every ``RUN`` after its ``ARG``, so a
-    URL that changed from one session to the next would rebuild the torch layers each time."""
-    links = tmp / "wheel-links"
-    links.mkdir(exist_ok=True)
-    for folder in wheel_dirs():
-        name = "-".join(folder.resolve().parts[1:]) or "root"
-        (links / name).symlink_to(folder, target_is_directory=True)
-    with serve_folder(links, WHEEL_SERVER_PORT) as url:
-        find_links = " ".join(f"{url}/{p.name}/" for p in sorted(links.iterdir()))
+    pip in the build reads a loopback index (``local_index``) that serves this machine's wheel
+    folders and PyPI for the rest. Its URL stays the same from one session to the next: build
+    arguments are part of the cache key of every ``RUN`` after their ``ARG``."""
+    folders = wheel_dirs()
+    with contextlib.ExitStack() as stack:
         args = [
             "build",
-            # host network: pip in the build reaches the wheel server on the host's 127.0.0.1
+            # host network: pip in the build reaches the index on the host's 127.0.0.1
             "--network", "host",
             "--build-arg", f"DOWNLOAD_WEIGHTS={int(download_weights)}",
-            *(["--build-arg", f"PIP_FIND_LINKS={find_links}"] if find_links else []),
-            *(extra_args or []),
-            "-t", tag, str(context),
         ]  # fmt: skip
+        if folders:
+            url = stack.enter_context(local_index(folders, WHEEL_SERVER_PORT))
+            args += ["--build-arg", f"PIP_INDEX_URL={url}"]
+        args += [*(extra_args or []), "-t", tag, str(context)]
         started = time.monotonic()
         log = tmp / "build.log"
         with open(log, "w") as out:

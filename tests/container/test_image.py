@@ -21,6 +21,7 @@ for exe in train serve; do
     [ -x "$path" ] || { echo "$path not executable"; exit 1; }
     echo "$exe=$path"
 done
+[ -x /opt/venv/bin/train ] && echo "toolkit_train=/opt/venv/bin/train"
 for cc in gcc cc c++ g++ make; do
     command -v "$cc" >/dev/null 2>&1 && echo "compiler=$cc"
 done
@@ -86,6 +87,7 @@ def test_entrypoint_defaults_to_training_in_exec_form(config: dict) -> None:
 
 def test_train_and_serve_are_ours_and_on_path(inside: dict) -> None:
     # sagemaker-training installs its own `train` console script into /opt/venv/bin: ours wins.
+    assert inside["toolkit_train"] == ["/opt/venv/bin/train"], "the shadowed script is gone?"
     assert inside["train"] == ["/opt/program/train"]
     assert inside["serve"] == ["/opt/program/serve"]
 
