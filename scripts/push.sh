@@ -86,9 +86,12 @@ if [ -z "$region" ]; then
 fi
 export AWS_DEFAULT_REGION=$region
 
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+identity_err=$work/sts.err
+describe_err=$work/ecr.err
+
 if [ -z "$account" ] || [ "$login" = 1 ]; then
-	identity_err=$(mktemp)
-	trap 'rm -f "$identity_err"' EXIT
 	caller=$(aws sts get-caller-identity --query Account --output text 2>"$identity_err") ||
 		die "no usable AWS credentials (aws sts get-caller-identity failed): configure them with
   aws configure, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. AWS said: $(tr '\n' ' ' <"$identity_err")"
@@ -127,7 +130,6 @@ else
 fi
 
 # --- repository, login, push -----------------------------------------------------------------
-describe_err=$(mktemp)
 if aws ecr describe-repositories --repository-names "$repository" --output text >/dev/null 2>"$describe_err"; then
 	say "ECR repository $repository exists in $region"
 elif grep -q RepositoryNotFoundException "$describe_err"; then
@@ -138,7 +140,6 @@ elif grep -q RepositoryNotFoundException "$describe_err"; then
 else
 	die "could not look up ECR repository $repository: $(tr '\n' ' ' <"$describe_err")"
 fi
-rm -f "$describe_err"
 
 if [ "$login" = 1 ]; then
 	say "logging docker in to $registry"

@@ -117,7 +117,10 @@ def engine() -> dict[str, str]:
             f"could not set up the docker engine with {ENGINE_SH} up "
             f"(exit {result.returncode}):\n{result.stderr[-3000:]}"
         )
-    REPORT["engine setup"] = f"{time.monotonic() - started:.0f} s"
+    steps = re.findall(r"^\[engine\] (.+) took (\d+ s)$", result.stderr, re.M)
+    REPORT["engine setup"] = f"{time.monotonic() - started:.0f} s" + (
+        f" ({', '.join(f'{what} {took}' for what, took in steps)})" if steps else ""
+    )
     state = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     yield state
     if state.get("ENGINE_STARTED") == "1" and os.environ.get("BINCOUNTER_KEEP_ENGINE") != "1":

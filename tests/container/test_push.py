@@ -203,6 +203,17 @@ def test_push_without_docker_says_so(tmp_path: Path) -> None:
     assert "docker not found" in result.stderr
 
 
+def test_push_without_a_docker_daemon_says_so(engine, tmp_path: Path) -> None:
+    env = {
+        "PATH": _bin_with(tmp_path, ["dirname", "docker"]),
+        "HOME": str(tmp_path),
+        "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock",
+    }
+    result = run_push(env, "--image", "x:y", timeout=60)
+    assert result.returncode != 0
+    assert "cannot talk to the docker daemon" in result.stderr
+
+
 def test_push_without_aws_cli_says_so(engine, tmp_path: Path) -> None:
     env = {"PATH": _bin_with(tmp_path, ["dirname", "docker"]), "HOME": str(tmp_path)}
     result = run_push(env, "--image", "x:y", timeout=60)
