@@ -1,0 +1,249 @@
+"""The real server: ``./serve`` -> gunicorn -> flask, on loopback, with real photos.
+
+A model trained by ``./train`` in this test run answers real ABID photos at their native sizes,
+exactly as the in-process model does; every bad-input class is a 4xx after which the server
+still answers; a few hundred fuzzed bodies and a 16-client load leave the worker alive; SIGTERM
+drains; a model that cannot load stops the container.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from bincounter.imaging import load_and_preprocess
+from bincounter.model import CARD_FILE, load_model, sha256_file
+
+from .conftest import make_model_dir
+from .inputs import b64_batch, bad_inputs, encode, original_paths, photo_bytes
+from .launcher import Server, launch, start_server
+
+pytestmark = pytest.mark.slow
+
+
+def post(server: Server, body, content_type: str | None = "image/jpeg", **headers):
+    if content_type:
+        headers["Content-Type"] = content_type
+    return requests.post(f"{server.url}/invocations", data=body, headers=headers, timeout=60)
+
+
+def assert_alive(server: Server) -> None:
+    ping = requests.get(f"{server.url}/ping", timeout=2)
+    assert ping.status_code == 200 and ping.content == b""
+    answer = post(server, photo_bytes(7))
+    assert answer.status_code == 200 and 1 <= answer.json()["count"] <= 5
+
+
+def in_process_probabilities(model_dir: Path, photos: list[bytes]) -> np.ndarray:
+    """What the trained model says in-process: eager PyTorch, the training preprocessing."""
+    model, card = load_model(model_dir)
+    batch = torch.stack([load_and_preprocess(p, card["image_size"]) for p in photos])
+    with torch.inference_mode():
+        return torch.softmax(model(batch).double(), dim=1).numpy()
+
+
+def test_real_photos_answer_as_the_trained_model_does(trained_server, trained_model_dir):
+    assert trained_server.started_in < 60  # bench/serve_bench.py measures the real figure
+    ping = requests.get(f"{trained_server.url}/ping", timeout=2)
+    assert ping.status_code == 200 and ping.content == b""
+    params = requests.get(f"{trained_server.url}/execution-parameters", timeout=2).json()
+    assert params["BatchStrategy"] == "SINGLE_RECORD" and params["MaxPayloadInMB"] == 6
+    assert params["MaxConcurrentTransforms"] >= 1
+
+    paths = original_paths()[::10]  # 50 photos, 300-870 px wide, as the camera took them
+    photos = [p.read_bytes() for p in paths]
+    expected = in_process_probabilities(trained_model_dir, photos)
+    card = json.loads((trained_model_dir / CARD_FILE).read_text())
+    for photo, probs in zip(photos, expected, strict=True):
+        answer = post(trained_server, photo)
+        assert answer.status_code == 200, answer.text
+        got = answer.json()
+        assert got["count"] == int(np.argmax(probs)) + 1
+        np.testing.assert_allclose(list(got["probabilities"].values()), probs, atol=1e-4)
+        assert abs(sum(got["probabilities"].values()) - 1) < 1e-9
+        assert got["model_version"] == card["weights_sha256"][:12]
+
+    batch = post(trained_server, b64_batch(*photos[:4]), "application/json")
+    assert batch.status_code == 200, batch.text
+    predictions = batch.json()["predictions"]
+    assert [p["count"] for p in predictions] == [int(np.argmax(p)) + 1 for p in expected[:4]]
+    for got, probs in zip(predictions, expected[:4], strict=True):
+        np.testing.assert_allclose(list(got["probabilities"].values()), probs, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", bad_inputs(), ids=lambda c: c.name)
+def test_bad_input_is_a_4xx_and_the_server_lives_on(trained_server, case):
+    response = post(trained_server, case.body, case.content_type, **case.headers)
+    assert response.status_code == case.status, response.text
+    error = response.json()
+    assert case.message.lower() in error["message"].lower()
+    assert "Traceback" not in response.text
+    assert f"request_id={error['request_id']}" in trained_server.log()
+    assert_alive(trained_server)
+
+
+def test_chunked_body_over_the_limit_is_413(trained_server):
+    def chunks():
+        yield photo_bytes(0)
+        for _ in range(7):
+            yield b"\x00" * (1 << 20)
+
+    response = post(trained_server, chunks())
+    assert response.status_code == 413
+    small = post(trained_server, iter([photo_bytes(3)]))  # chunked, under the limit: served
+    assert small.status_code == 200
+    assert_alive(trained_server)
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    """One random corruption of a real photo: truncation, bit flips, header damage, splices."""
+    body = bytearray(data)
+    kind = rng.choice(["truncate", "bitflip", "header", "splice", "zero_run", "duplicate"])
+    if kind == "truncate":
+        return bytes(body[: rng.randrange(0, len(body))])
+    if kind == "bitflip":
+        for _ in range(rng.randint(1, 50)):
+            i = rng.randrange(len(body))
+            body[i] ^= 1 << rng.randrange(8)
+    elif kind == "header":
+        for _ in range(rng.randint(1, 8)):
+            body[rng.randrange(min(700, len(body)))] = rng.randrange(256)
+    elif kind == "splice":
+        i, j = sorted(rng.randrange(len(body)) for _ in range(2))
+        body[i:j] = rng.randbytes(rng.randint(0, 64))
+    elif kind == "zero_run":
+        i = rng.randrange(len(body))
+        body[i : i + rng.randint(1, 4096)] = b"\x00" * len(body[i : i + 4096])
+    else:
+        i = rng.randrange(len(body))
+        body[i:i] = body[max(0, i - 2048) : i]
+    return bytes(body)
+
+
+def test_fuzzed_bodies_never_5xx_and_never_kill_a_worker(trained_server):
+    rng = random.Random(20240611)
+    seeds = [photo_bytes(i) for i in range(0, 500, 25)]
+
+    seeds.append(encode(Image.open(io.BytesIO(seeds[0])).convert("RGB").resize((200, 150))))
+    bodies = [mutate(rng, rng.choice(seeds)) for _ in range(400)]
+    workers_before = trained_server.worker_pids()
+
+    def send(body: bytes) -> int:
+        return post(trained_server, body, rng.choice(["image/jpeg", "image/png"])).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(send, bodies))
+    assert set(statuses) <= {200, 400}, sorted(set(statuses))
+    assert statuses.count(400) > 100  # the mutations really do break photos
+    assert trained_server.worker_pids() == workers_before  # no worker died or was replaced
+    log = trained_server.log()
+    assert "WORKER TIMEOUT" not in log and "Worker exiting" not in log
+    assert_alive(trained_server)
+
+
+def test_sixteen_concurrent_clients(trained_server):
+    paths = original_paths()
+    workers_before = trained_server.worker_pids()
+
+    def client(k: int) -> list[int]:
+        with requests.Session() as session:
+            return [
+                session.post(
+                    f"{trained_server.url}/invocations",
+                    data=paths[(k * 20 + i) % len(paths)].read_bytes(),
+                    headers={"Content-Type": "image/jpeg"},
+                    timeout=60,
+                ).status_code
+                for i in range(20)
+            ]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        statuses = [s for batch in pool.map(client, range(16)) for s in batch]
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 320
+    assert trained_server.worker_pids() == workers_before
+    # /ping stays fast while the server is busy (SageMaker's timeout is 2 s).
+    with ThreadPoolExecutor(16) as pool:
+        load = [pool.submit(client, k) for k in range(16)]
+        time.sleep(0.5)
+        t = time.monotonic()
+        assert requests.get(f"{trained_server.url}/ping", timeout=2).status_code == 200
+        ping_s = time.monotonic() - t
+        assert all(s == 200 for f in load for s in f.result())
+    assert ping_s < 1.0, f"/ping took {ping_s:.2f} s under load"
+    assert elapsed < 120
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path):
+    model_dir = make_model_dir(tmp_path / "model", 224)  # bigger photos: requests last longer
+    server = start_server({"BINCOUNTER_MODEL_DIR": str(model_dir)}, tmp_path)
+    try:
+        body = b64_batch(*[photo_bytes(i) for i in range(8)])
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(post, server, body, "application/json") for _ in range(6)]
+            time.sleep(0.3)  # requests are being decoded / batched now
+            stopped_at = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            responses = [f.result() for f in futures]
+        server.process.wait(30)
+        exit_s = time.monotonic() - stopped_at
+    finally:
+        server.stop()
+    assert [r.status_code for r in responses] == [200] * 6
+    assert all(len(r.json()["predictions"]) == 8 for r in responses)
+    assert server.process.returncode == 0
+    assert exit_s < 20, f"took {exit_s:.1f} s to exit after SIGTERM"
+
+
+def wait_exit(server: Server, timeout: float = 90) -> int:
+    try:
+        return server.process.wait(timeout)
+    finally:
+        server.stop()
+
+
+def test_missing_model_exits_with_a_clear_line(tmp_path):
+    server = launch({"SAGEMAKER_BASE_DIR": str(tmp_path / "nothing")}, tmp_path)
+    assert wait_exit(server) != 0
+    assert "cannot serve: model directory" in server.log()
+
+
+def test_mismatched_weights_exit_with_a_clear_line(tmp_path):
+    model_dir = make_model_dir(tmp_path / "model", 64)
+    (model_dir / "model.pt").write_bytes((model_dir / "model.pt").read_bytes() + b"x")
+    server = launch({"BINCOUNTER_MODEL_DIR": str(model_dir)}, tmp_path)
+    assert wait_exit(server) != 0
+    assert "do not match the card's sha256" in server.log()
+
+
+def test_weights_that_do_not_fit_the_network_stop_the_server(tmp_path):
+    # Card and checksum are fine, the network is not: the worker fails, the container exits.
+    model_dir = make_model_dir(tmp_path / "model", 64)
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    card["arch"] = "resnet34"
+    card["weights_sha256"] = sha256_file(model_dir / "model.pt")
+    (model_dir / CARD_FILE).write_text(json.dumps(card))
+    server = launch({"BINCOUNTER_MODEL_DIR": str(model_dir)}, tmp_path)
+    assert wait_exit(server) != 0
+    assert "cannot serve: model could not be loaded" in server.log()
+
+
+def test_bad_knob_exits_naming_it(tmp_path, small_model_dir):
+    server = launch(
+        {"BINCOUNTER_MODEL_DIR": str(small_model_dir), "SAGEMAKER_MODEL_SERVER_WORKERS": "many"},
+        tmp_path,
+    )
+    assert wait_exit(server) != 0
+    assert "SAGEMAKER_MODEL_SERVER_WORKERS='many'" in server.log()
