@@ -432,8 +432,7 @@ class _Fetcher:
                 )
             data = path.read_bytes()
             try:
-                width, height = _verify_image(data)
-                self._count("decoded")
+                width, height = self._decode(data)
                 self._count("reused_images")
                 return self._record(image_id, count, path, data, width, height)
             except ImageError:
@@ -442,14 +441,20 @@ class _Fetcher:
         data = self._download(self.source.image_key(image_id))
         self._count("fetched_images")
         try:
-            width, height = _verify_image(data)
-            self._count("decoded")
+            width, height = self._decode(data)
         except ImageError:
             path.unlink(missing_ok=True)  # the next run tries the source again
             self.cache.forget(image_id)
             raise
         _atomic_write(path, data)
         return self._record(image_id, count, path, data, width, height)
+
+    def _decode(self, data: bytes) -> tuple[int, int]:
+        """Verify by decoding; counted whether or not the bytes turn out to be a photo."""
+        try:
+            return _verify_image(data)
+        finally:
+            self._count("decoded")
 
     def _record(
         self, image_id: str, count: int, path: Path, data: bytes, width: int, height: int
