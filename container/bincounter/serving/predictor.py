@@ -4,8 +4,8 @@ Why it looks like this (measured on 2 CPU cores, ResNet-18 at 224 px, see ``docs
 
 * A frozen TorchScript graph (``torch.jit.freeze`` + ``optimize_for_inference``: conv+BN folded,
   oneDNN convolutions with pre-packed weights) is ~1.6x faster than eager PyTorch per image
-  once it sees batches of 4 or more, and ~10% faster at batch 1. ONNX Runtime was measured too
-  and was no faster on this network, so it would only add a dependency.
+  once it sees batches of 4 or more (``bench/serve_bench.py``). ONNX Runtime would add a
+  dependency for the same kind of graph optimisation, so it was not adopted.
 * Batches only help if concurrent requests share one forward pass, so each worker has one
   ``Batcher`` thread that owns the network: HTTP threads decode and preprocess their photo
   (Pillow releases the GIL) and queue the tensor; the batcher takes everything queued when it is
