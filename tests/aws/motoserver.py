@@ -8,6 +8,8 @@ Auto Scaling, but (see ``shared/notes/sagemaker-sdk-v3.md``) it:
 * returns ``VpcConfig: {}`` / ``DataCaptureConfig: {}`` in Describe responses, which
   sagemaker-core's resource classes reject; empty top-level objects are dropped from SageMaker
   Describe responses here (the real service omits fields that are not set);
+* echoes the endpoint config's ``DataCaptureConfig`` in DescribeEndpoint where the service
+  answers a ``DataCaptureConfigSummary``; it is rewritten to that shape here;
 * answers a binary ``InvokeEndpoint`` body with a 500 (it decodes bodies as UTF-8); runtime
   invocations are answered here instead, with a JSON body built by ``invoke_answer``, and the
   raw bytes are recorded.
@@ -57,6 +59,22 @@ class Recorded:
 def default_answer(endpoint: str, body: bytes, content_type: str) -> dict[str, Any]:
     """A stand-in for the serving container's answer (the tests check the request side)."""
     return {"endpoint": endpoint, "bytes": len(body), "content_type": content_type, "count": 3}
+
+
+def _endpoint_capture_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """moto echoes the endpoint config's DataCaptureConfig in DescribeEndpoint; the service
+    answers a DataCaptureConfigSummary (with CaptureStatus and CurrentSamplingPercentage),
+    which is what sagemaker-core's ``Endpoint`` requires."""
+    capture = data.get("DataCaptureConfig")
+    if isinstance(capture, dict) and "CaptureStatus" not in capture:
+        data["DataCaptureConfig"] = {
+            "EnableCapture": bool(capture.get("EnableCapture")),
+            "CaptureStatus": "Started" if capture.get("EnableCapture") else "Stopped",
+            "CurrentSamplingPercentage": capture.get("InitialSamplingPercentage", 0),
+            "DestinationS3Uri": capture.get("DestinationS3Uri", ""),
+            "KmsKeyId": capture.get("KmsKeyId", ""),
+        }
+    return data
 
 
 class RecordingMotoServer:
@@ -139,6 +157,8 @@ class RecordingMotoServer:
                 try:
                     data = json.loads(raw)
                     data = {k: v for k, v in data.items() if v != {}}
+                    if action == "DescribeEndpoint":
+                        data = _endpoint_capture_summary(data)
                     raw = json.dumps(data).encode()
                 except ValueError:
                     pass
