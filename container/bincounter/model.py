@@ -176,8 +176,12 @@ def load_card(model_dir: Path) -> dict[str, Any]:
     return card
 
 
-def load_model(model_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network from ``model_dir`` in eval mode, verifying the weights' checksum."""
+def verify_model_files(model_dir: Path) -> tuple[dict[str, Any], Path]:
+    """The card and the weights' path, once the weights are known to be the card's own.
+
+    A card and weights from different runs would serve plausible but wrong answers, so the
+    sha256 is checked before anything is built (and by a server before it binds its port).
+    """
     card = load_card(model_dir)
     weights = model_dir / card["weights_file"]
     if not weights.is_file():
@@ -187,6 +191,12 @@ def load_model(model_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
             f"model weights {weights} do not match the card's sha256: the files come from "
             "different training runs or the download is damaged"
         )
+    return card, weights
+
+
+def load_model(model_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from ``model_dir`` in eval mode, verifying the weights' checksum."""
+    card, weights = verify_model_files(model_dir)
     model = build_model(card["arch"], pretrained=False)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)

@@ -35,22 +35,14 @@ def preflight(config: ServingConfig) -> None:
     worker, whose failure also stops the server (gunicorn's ``APP_LOAD_ERROR``).
     """
     from ..errors import ModelLoadError
-    from ..model import load_card, sha256_file
+    from ..model import verify_model_files
 
     if not config.model_dir.is_dir():
         raise ModelLoadError(
             f"model directory {config.model_dir} does not exist: SageMaker extracts model.tar.gz "
             "there; on a host set SAGEMAKER_BASE_DIR to the tree 'train' wrote"
         )
-    card = load_card(config.model_dir)
-    weights = config.model_dir / card["weights_file"]
-    if not weights.is_file():
-        raise ModelLoadError(f"model weights {weights} named by the card are missing")
-    if sha256_file(weights) != card["weights_sha256"]:
-        raise ModelLoadError(
-            f"model weights {weights} do not match the card's sha256: the files come from "
-            "different training runs or the download is damaged"
-        )
+    verify_model_files(config.model_dir)
 
 
 def run_server(argv: list[str] | None = None) -> int:
