@@ -568,3 +568,47 @@ def test_scripts_end_to_end_as_subprocesses(moto_server: RecordingMotoServer, tm
     assert failed.returncode == 2
     assert "no AWS region configured" in failed.stderr
     assert "--region" in failed.stderr and "BINCOUNTER_REGION" in failed.stderr
+
+
+def test_deploy_with_autoscaling_registers_target_tracking_and_delete_removes_it(
+    moto_server: RecordingMotoServer, capsys
+):
+    model_data = f"s3://{BUCKET}/bc/output/job-3/output/model.tar.gz"
+    out = _run(
+        [
+            "deploy",
+            *CONFIG_FLAGS,
+            "--model-data",
+            model_data,
+            "--name",
+            "bc-scaled",
+            "--max-instances",
+            "4",
+            "--target-invocations",
+            "250",
+        ],
+        capsys,
+    )
+    assert "autoscaling: 1..4 instances" in out
+    scaling = boto3.client("application-autoscaling", region_name=REGION)
+    resource = "endpoint/bc-scaled/variant/AllTraffic"
+    (target,) = scaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[resource]
+    )["ScalableTargets"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    (policy,) = scaling.describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=resource
+    )["ScalingPolicies"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    assert tracking["TargetValue"] == 250.0
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerVariantInvocationsPerInstance"
+    )
+
+    out = _run(["delete", *CONFIG_FLAGS, "--name", "bc-scaled"], capsys)
+    assert f"deleted autoscaling target {resource}" in out
+    assert not scaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[resource]
+    )["ScalableTargets"]
