@@ -32,7 +32,7 @@ def setup_logging() -> None:
 
 def write_failure(paths: Paths, reason: str, detail: str = "") -> None:
     """Write the failure file unless an earlier (more specific) one exists, e.g. from rank 0."""
-    from .model import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     reason = " ".join(reason.split())  # SageMaker shows the start: keep it one line
     try:

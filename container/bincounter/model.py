@@ -9,11 +9,9 @@ the sha256 of the weights so a server can refuse a mismatched pair.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from torch import nn
 
 from . import CLASSES, __version__
 from .errors import ModelLoadError
+from .files import atomic_write_bytes, sha256_file
 from .imaging import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_FILE = "model.pt"
@@ -82,30 +81,6 @@ def build_model(arch: str, pretrained: bool = False) -> nn.Module:
             raise ModelLoadError(f"ImageNet weights at {path} could not be loaded: {exc}") from None
     backbone.fc = nn.Linear(backbone.fc.in_features, len(CLASSES))
     return nn.Sequential(Normalize(), backbone)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from a serving user
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def library_versions() -> dict[str, str]:

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from . import CLASSES
-from .model import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def write_json(path: Path, payload: Any) -> None:

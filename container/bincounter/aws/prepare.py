@@ -27,7 +27,6 @@ Upload is in ``s3data.py``; this module never writes to S3.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -46,6 +45,7 @@ from typing import Any
 
 from .. import CLASSES
 from ..errors import UserError
+from ..files import atomic_write_bytes, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -287,27 +287,6 @@ class PrepareResult:
 # --------------------------------------------------------------------------- cache
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write then rename, so a killed run never leaves a half file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 class _Cache:
     """``<cache>/metadata/<id>.json``, ``<cache>/bin-images/<id>.jpg`` and the verified log."""
 
@@ -414,7 +393,7 @@ class _Fetcher:
         data = self._download(self.source.metadata_key(image_id))
         self._count("fetched_metadata")
         count = _parse_quantity(data)  # ValueError etc. -> caller excludes
-        _atomic_write(path, data)
+        atomic_write_bytes(path, data, fsync=False)
         return count
 
     def image(self, image_id: str, count: int) -> Photo:
@@ -446,7 +425,7 @@ class _Fetcher:
             path.unlink(missing_ok=True)  # the next run tries the source again
             self.cache.forget(image_id)
             raise
-        _atomic_write(path, data)
+        atomic_write_bytes(path, data, fsync=False)
         return self._record(image_id, count, path, data, width, height)
 
     def _decode(self, data: bytes) -> tuple[int, int]:
@@ -645,7 +624,7 @@ def _write_layout(
             return old
         if resize:
             data, width, height = _resized_jpeg(photo.path, resize)
-            _atomic_write(target, data)
+            atomic_write_bytes(target, data, fsync=False)
             digest, size = sha256_bytes(data), len(data)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -829,10 +808,10 @@ def prepare(
         "files": entries,
         "excluded": [asdict(x) for x in excluded],
     }
-    _atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
+    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
     report = build_report(entries, excluded, source.description, settings)
     report_json = out / REPORT_JSON
-    _atomic_write(report_json, json.dumps(report, indent=1).encode())
+    atomic_write_bytes(report_json, json.dumps(report, indent=1).encode())
     report_png = plot_report(report, out / REPORT_PNG) if chart else None
     result = PrepareResult(
         out_dir=out,
