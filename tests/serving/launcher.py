@@ -34,8 +34,21 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        """Every worker gunicorn has booted so far (a restart adds one)."""
+        """Every worker gunicorn has booted so far, from its log (a restart adds one)."""
         return [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", self.log())]
+
+    def live_worker_pids(self) -> list[int]:
+        """The arbiter's child processes right now, from ``/proc`` (a dead worker is gone)."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after the ')'.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended while we looked
+                continue
+            if int(fields[1]) == self.process.pid:
+                children.append(int(stat.parent.name))
+        return sorted(children)
 
     def wait_ready(self, timeout: float = 90.0) -> float:
         """Poll ``/ping`` until 200; returns seconds waited. Fails if the server exits."""

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
+import socket
 import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -41,6 +43,8 @@ SUPPORTED_TYPES = (*IMAGE_TYPES, JSON_TYPE)
 APP_LOAD_ERROR = 4
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: A client that stalls mid-body cannot hold an HTTP thread longer than this per read.
+DRAIN_TIMEOUT_S = 5.0
 
 
 class ClientError(Exception):
@@ -135,6 +139,63 @@ def read_body(limit: int) -> bytes:
     return b"".join(parts)
 
 
+class FinishBody:
+    """WSGI middleware: read what is left of every request body before the response goes out.
+
+    gunicorn's gthread worker keeps a connection alive even when the app answered without
+    reading the body (a 415, 406, 413 or 400 decided before the read). The unread bytes make
+    the socket readable, so a worker thread takes it, skips them and then blocks waiting for a
+    next request the client may never send (benoitc/gunicorn#3301). Each such connection holds
+    one of the worker's HTTP threads; a handful of them and ``/ping`` hangs, and SIGTERM waits
+    out the whole graceful timeout. So the rest of the body is read here, at most ``budget``
+    bytes with at most ``DRAIN_TIMEOUT_S`` per read; a body beyond that or a stalled client
+    gets the read side of its socket shut, on which gunicorn sends the response and closes.
+    Outside gunicorn (flask's test client) there is no socket and nothing to do.
+    """
+
+    def __init__(self, app: Any, budget: int) -> None:
+        self.app = app
+        self.budget = budget
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            return self.app(environ, start_response)
+        finally:
+            self.finish(environ)
+
+    def finish(self, environ: dict[str, Any]) -> None:
+        sock = environ.get("gunicorn.socket")
+        stream = environ.get("wsgi.input")
+        if sock is None or stream is None:
+            return
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > self.budget:
+            self._stop_reading(sock)
+            return
+        try:
+            sock.settimeout(DRAIN_TIMEOUT_S)
+            left = self.budget
+            while left > 0:
+                data = stream.read(min(1 << 16, left))
+                if not data:
+                    return  # the whole body is read: the connection stays reusable
+                left -= len(data)
+            self._stop_reading(sock)
+        except Exception:  # timeout, reset, a broken chunk: this connection is done
+            self._stop_reading(sock)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)
+
+    @staticmethod
+    def _stop_reading(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
+
+
 def create_app(
     config: ServingConfig | None = None,
     predictor: Predictor | None = None,
@@ -161,6 +222,7 @@ def create_app(
 
     app = Flask("bincounter.serving")
     app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes
+    app.wsgi_app = FinishBody(app.wsgi_app, config.max_payload_bytes + (1 << 20))
     app.extensions["bincounter"] = {"config": config, "predictor": predictor, "batcher": batcher}
 
     @app.before_request
