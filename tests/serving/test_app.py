@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -198,5 +199,42 @@ def test_batcher_failure_fails_the_requests_not_the_thread(predictor):
         with pytest.raises(RuntimeError, match="boom"):
             batcher.predict([tensor], timeout=30)
         assert batcher.predict([tensor], timeout=30).shape == (1, 5)
+    finally:
+        batcher.close()
+
+
+def test_batcher_waits_only_for_requests_it_expects(predictor):
+    seen: list[int] = []
+
+    class Spy(Predictor):
+        def predict_batch(self, batch):
+            seen.append(len(batch))
+            return super().predict_batch(batch)
+
+    batcher = Batcher(Spy(predictor._engine, predictor.info), max_batch_size=4, wait_ms=2000)
+    tensor = load_and_preprocess(photo_bytes(0), predictor.info.image_size)
+    try:
+        # Nobody else announced: a lone request is answered at once, not after wait_ms.
+        started = time.monotonic()
+        batcher.predict([tensor], timeout=30)
+        assert time.monotonic() - started < 1.0 and seen == [1]
+        # A request still decoding was announced: the queued image waits for it, then both
+        # run as one batch, well before wait_ms.
+        seen.clear()
+        batcher.expect(1)
+        first = batcher.submit(tensor)
+        time.sleep(0.2)
+        assert not first.done()
+        started = time.monotonic()
+        batcher.predict([tensor], timeout=30, fulfils=1)
+        first.result(timeout=30)
+        assert time.monotonic() - started < 1.0 and seen == [2]
+        # An announced request that fails to decode withdraws; nobody waits past wait_ms.
+        seen.clear()
+        batcher.expect(1)
+        late = batcher.submit(tensor)
+        batcher.expect(-1)
+        late.result(timeout=1.0)
+        assert seen == [1]
     finally:
         batcher.close()

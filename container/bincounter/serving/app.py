@@ -307,14 +307,20 @@ def create_app(
                 f"Accept {request.headers['Accept']!r} cannot be served; responses are {JSON_TYPE}",
                 supported=[JSON_TYPE],
             )
-        body = read_body(config.max_payload_bytes)
-        if content_type == JSON_TYPE:
-            photos = parse_instances(body, config.max_instances)
-            tensors = [decode(p, f"instances[{i}]: ") for i, p in enumerate(photos)]
-        else:
-            tensors = [decode(body, "")]
+        # Tell the batcher an image is on its way, so a batch being formed waits for it.
+        batcher.expect(1)
         try:
-            probabilities = batcher.predict(tensors, timeout=config.timeout)
+            body = read_body(config.max_payload_bytes)
+            if content_type == JSON_TYPE:
+                photos = parse_instances(body, config.max_instances)
+                tensors = [decode(p, f"instances[{i}]: ") for i, p in enumerate(photos)]
+            else:
+                tensors = [decode(body, "")]
+        except BaseException:
+            batcher.expect(-1)
+            raise
+        try:
+            probabilities = batcher.predict(tensors, timeout=config.timeout, fulfils=1)
         except FutureTimeout:
             raise ClientError(
                 503, "busy", f"no answer within {config.timeout} s; retry later"

@@ -89,7 +89,8 @@ class ServingConfig:
     keepalive: int = 5
     max_payload_mb: float = 6.0
     max_batch_size: int = 8
-    batch_wait_ms: float = 0.0
+    #: Longest wait for a request known to be decoding to join a batch (never for nobody).
+    batch_wait_ms: float = 5.0
     max_instances: int = 64
     engine: str = "torchscript"
     access_log: bool = False
@@ -140,7 +141,7 @@ class ServingConfig:
             keepalive=_int(env, "BINCOUNTER_KEEPALIVE", 5, 0, 3600),
             max_payload_mb=_float(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6.0, 0.001, 1024.0),
             max_batch_size=_int(env, "BINCOUNTER_MAX_BATCH_SIZE", 8, 1, 256),
-            batch_wait_ms=_float(env, "BINCOUNTER_BATCH_WAIT_MS", 0.0, 0.0, 1000.0),
+            batch_wait_ms=_float(env, "BINCOUNTER_BATCH_WAIT_MS", 5.0, 0.0, 1000.0),
             max_instances=_int(env, "BINCOUNTER_MAX_INSTANCES", 64, 1, 10_000),
             engine=engine,
             access_log=_bool(env, "BINCOUNTER_ACCESS_LOG", False),

@@ -9,8 +9,8 @@ Why it looks like this (measured on 2 CPU cores, ResNet-18 at 224 px, see ``docs
 * Batches only help if concurrent requests share one forward pass, so each worker has one
   ``Batcher`` thread that owns the network: HTTP threads decode and preprocess their photo
   (Pillow releases the GIL) and queue the tensor; the batcher takes everything queued when it is
-  free (greedy batching: no added wait at low load, big batches under load) and answers each
-  request's future.
+  free, waits a few milliseconds more only for requests it knows are still decoding (so a lone
+  request never waits), and answers each request's future.
 * The served graph must answer like the trained model: after building it, the predictor checks
   it against eager PyTorch on a fixed input and falls back to eager if they disagree (or if
   TorchScript is unavailable), with a warning. Serving slower beats serving different answers.
@@ -21,10 +21,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import queue
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -216,66 +216,82 @@ class Predictor:
         ]
 
 
-_STOP = object()
-
-
 class Batcher:
     """One thread that owns the network and runs queued images as batches.
 
-    Greedy batching: when the network is free, take everything queued (up to
-    ``max_batch_size``), optionally waiting up to ``wait_ms`` for more. At low load a request
-    never waits for company; under load batches grow, which is where the frozen graph is
-    fastest per image.
+    Batching that never waits for nobody: when the network is free, the batcher takes
+    everything queued (up to ``max_batch_size``). It waits for more, up to ``wait_ms``, only
+    while requests it has been told about (``expect``) are still being read and decoded: their
+    images will be queued within a millisecond or two, and a batch of 4 costs ~30% less per
+    image than 4 batches of 1. A lone request (concurrency 1) is never held back; under load,
+    batches fill without a fixed delay.
     """
 
     def __init__(self, predictor: Predictor, max_batch_size: int = 8, wait_ms: float = 0.0):
         self.predictor = predictor
         self.max_batch_size = max_batch_size
         self.wait_s = wait_ms / 1000.0
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._items: deque[tuple[torch.Tensor, Future[np.ndarray]]] = deque()
+        self._expected = 0
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="bincounter-batcher", daemon=True)
         self._thread.start()
 
+    def expect(self, requests: int = 1) -> None:
+        """``requests`` more (or, negative, fewer) requests are decoding images to submit."""
+        with self._cond:
+            self._expected = max(0, self._expected + requests)
+            self._cond.notify()
+
+    def submit_many(
+        self, tensors: Sequence[torch.Tensor], fulfils: int = 0
+    ) -> list[Future[np.ndarray]]:
+        """Queue preprocessed images at once; ``fulfils`` expected requests arrive with them.
+
+        Each future yields that image's probabilities ``[5]``.
+        """
+        futures: list[Future[np.ndarray]] = [Future() for _ in tensors]
+        with self._cond:
+            self._items.extend(zip(tensors, futures, strict=True))
+            self._expected = max(0, self._expected - fulfils)
+            self._cond.notify()
+        return futures
+
     def submit(self, tensor: torch.Tensor) -> Future[np.ndarray]:
         """Queue one preprocessed image; the future yields its probabilities ``[5]``."""
-        future: Future[np.ndarray] = Future()
-        self._queue.put((tensor, future))
-        return future
+        return self.submit_many([tensor])[0]
 
-    def predict(self, tensors: Sequence[torch.Tensor], timeout: float | None = None) -> np.ndarray:
+    def predict(
+        self, tensors: Sequence[torch.Tensor], timeout: float | None = None, fulfils: int = 0
+    ) -> np.ndarray:
         """Queue several images and wait for all: probabilities ``[N, 5]`` in order."""
-        futures = [self.submit(t) for t in tensors]
+        futures = self.submit_many(tensors, fulfils)
         return np.stack([f.result(timeout) for f in futures])
 
     def close(self) -> None:
-        self._queue.put(_STOP)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
         self._thread.join(timeout=10)
 
-    def _gather(self, first: Any) -> list[Any]:
-        items = [first]
-        deadline = time.monotonic() + self.wait_s
-        while len(items) < self.max_batch_size:
-            try:
+    def _next_batch(self) -> list[tuple[torch.Tensor, Future[np.ndarray]]] | None:
+        with self._cond:
+            while not self._items and not self._stopping:
+                self._cond.wait()
+            if not self._items:
+                return None  # stopping, nothing left
+            deadline = time.monotonic() + self.wait_s
+            while len(self._items) < self.max_batch_size and self._expected > 0:
                 remaining = deadline - time.monotonic()
-                item = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-            if item is _STOP:
-                self._queue.put(_STOP)  # stop after this batch
-                break
-            items.append(item)
-        return items
+                if remaining <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+            n = min(len(self._items), self.max_batch_size)
+            return [self._items.popleft() for _ in range(n)]
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            items = self._gather(first)
+        while (items := self._next_batch()) is not None:
             live = [(t, f) for t, f in items if f.set_running_or_notify_cancel()]
             if not live:
                 continue

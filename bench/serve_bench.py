@@ -1,0 +1,471 @@
+"""Serving benchmark: bare pipeline vs a plain eager flask handler vs ``./serve``, on real photos.
+
+Measures, in one run on this machine, with the real ABID photos at their native sizes
+(``../shared/abid/original``):
+
+1. the bare in-process pipeline (``load_image`` + ``preprocess`` + forward), one photo at a
+   time, with eager PyTorch and with the server's engine (and its engine at batch 4);
+2. the usual baseline, ``bench/eager_app.py``: gunicorn sync workers (one per core), eager
+   PyTorch, one photo per request, at concurrency 1 and 4;
+3. this server (``./serve``) at concurrency 1, 4 and 16;
+4. unless ``--no-variants``, two other settings of this server, to show what each design choice
+   is worth: the eager engine (batching without the frozen graph), no batch wait (purely greedy
+   batches) and two workers of one torch thread each (the cores split instead of shared);
+
+plus the time from starting ``./serve`` to its first ``/ping`` 200, and top-1 agreement between
+the served engine and eager PyTorch on the whole shared test split (in-process and through the
+server). Prints a table and writes JSON (``--out``).
+
+The model: ``--model-dir`` if given, else a ResNet-18 at 224 px (the training defaults) that
+``./train`` fits for a few epochs on part of the train split (never the test split). The load
+generator runs on the same cores as the server (keep-alive ``http.client`` threads), which
+costs every server a little; nothing else should run during a measurement.
+
+Usage: ``.venv/bin/python bench/serve_bench.py [--model-dir DIR] [--out runs/serve_bench.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+ABID = Path(os.environ.get("BINCOUNTER_ABID_DIR", REPO.parent / "shared" / "abid"))
+
+from bincounter.imaging import load_and_preprocess, load_image, preprocess  # noqa: E402
+from bincounter.model import build_model, load_model, save_model  # noqa: E402
+from bincounter.serving.config import cpu_count  # noqa: E402
+from bincounter.serving.predictor import Predictor, softmax64  # noqa: E402
+
+TRAIN_HPS = {
+    "arch": "resnet18",
+    "image_size": "224",
+    "epochs": "3",
+    "batch_size": "32",
+    "num_workers": "0",
+    "warmup_epochs": "0",
+    "lr": "0.002",
+}
+
+
+# --------------------------------------------------------------------------- model
+
+
+def labels(split: str) -> list[tuple[str, int]]:
+    with open(ABID / "labels.csv", newline="") as f:
+        return [(r["id"], int(r["count"])) for r in csv.DictReader(f) if r["split"] == split]
+
+
+def train_model(work: Path, per_count: int = 60) -> tuple[Path, str]:
+    """A real ``./train`` run (train + validation splits only); seeded weights if it fails."""
+    base = work / "opt_ml"
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(TRAIN_HPS))
+    for channel, split, n in (("train", "train", per_count), ("validation", "validation", 12)):
+        by_count: dict[int, list[str]] = defaultdict(list)
+        for image_id, count in labels(split):
+            by_count[count].append(image_id)
+        for count, ids in by_count.items():
+            folder = base / "input" / "data" / channel / str(count)
+            folder.mkdir(parents=True)
+            for image_id in ids[:n]:
+                (folder / f"{image_id}.jpg").symlink_to(ABID / "images" / f"{image_id}.jpg")
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train")],
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if result.returncode == 0:
+        print(f"trained a model with ./train in {time.perf_counter() - started:.0f} s")
+        return base / "model", f"./train {TRAIN_HPS} on {per_count}/count train photos"
+    print("./train failed; benchmarking seeded untrained weights:\n" + result.stderr[-2000:])
+    torch.manual_seed(0)
+    model_dir = work / "seeded" / "model"
+    save_model(build_model("resnet18"), model_dir, arch="resnet18", image_size=224, extra={})
+    return model_dir, "seeded untrained resnet18 (./train failed)"
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def pipeline_rate(run_one, items: list[Any], seconds: float = 4.0, warmup: float = 2.0) -> float:
+    """Items per second of ``run_one`` over ``items`` (cycled), after a timed warm-up.
+
+    The warm-up is timed, not counted: oneDNN builds its kernels and the allocator grows its
+    pools over the first second or so, and a few calls measured 4x too slow.
+    """
+    started = time.perf_counter()
+    while time.perf_counter() - started < warmup:
+        run_one(items[0])
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        run_one(items[done % len(items)])
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def measure_pipeline(model_dir: Path, photos: list[bytes], engine: Predictor) -> dict[str, float]:
+    model, card = load_model(model_dir)
+    size = int(card["image_size"])
+
+    def eager_one(photo: bytes) -> None:
+        with torch.inference_mode():
+            model(load_and_preprocess(photo, size).unsqueeze(0))
+
+    def served_one(photo: bytes) -> None:
+        engine.predict_batch(engine.preprocess(photo).unsqueeze(0))
+
+    groups = [photos[i : i + 4] for i in range(0, len(photos) - 3, 4)]
+
+    def served_four(group: list[bytes]) -> None:
+        engine.predict_batch(torch.stack([engine.preprocess(p) for p in group]))
+
+    decode = pipeline_rate(lambda p: load_and_preprocess(p, size), photos, 2.0)
+    # The same decode without JPEG draft mode (full-size decode, then the resize): what the
+    # draft decoding in ``imaging.load_image`` saves.
+    full_decode = pipeline_rate(lambda p: preprocess(load_image(p), size), photos, 2.0)
+    return {
+        "decode_preprocess_images_per_s": decode,
+        "decode_preprocess_no_draft_images_per_s": full_decode,
+        "eager_bs1_images_per_s": pipeline_rate(eager_one, photos),
+        "served_engine_bs1_images_per_s": pipeline_rate(served_one, photos),
+        "served_engine_bs4_images_per_s": 4 * pipeline_rate(served_four, groups),
+    }
+
+
+def test_split_agreement(model_dir: Path, engine: Predictor) -> tuple[dict[str, Any], list]:
+    """Top-1 of the served engine vs eager PyTorch on every test-split photo, in batches of 8."""
+    model, card = load_model(model_dir)
+    size = int(card["image_size"])
+    rows = labels("test")
+    bodies = [(ABID / "images" / f"{image_id}.jpg").read_bytes() for image_id, _ in rows]
+    eager_probs, served_probs = [], []
+    for i in range(0, len(bodies), 8):
+        batch = torch.stack([load_and_preprocess(b, size) for b in bodies[i : i + 8]])
+        with torch.inference_mode():
+            eager_probs.append(softmax64(model(batch)))
+        served_probs.append(engine.predict_batch(batch))
+    eager, served = np.concatenate(eager_probs), np.concatenate(served_probs)
+    truth = np.array([c for _, c in rows])
+    return {
+        "photos": len(rows),
+        "top1_agreement": float((eager.argmax(1) == served.argmax(1)).mean()),
+        "max_abs_probability_diff": float(np.abs(eager - served).max()),
+        "eager_accuracy": float((eager.argmax(1) + 1 == truth).mean()),
+        "predicted_count_histogram": np.bincount(eager.argmax(1) + 1, minlength=6)[1:].tolist(),
+    }, [bodies, eager]
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Running:
+    """A server subprocess on 127.0.0.1:port; ``ready_s`` is start -> first /ping 200."""
+
+    def __init__(self, command: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        started = time.perf_counter()
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{command} exited:\n{log.read_text()[-3000:]}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/ping")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.perf_counter() - started > 120:
+                raise RuntimeError(f"no /ping 200 after 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.02)
+        self.ready_s = time.perf_counter() - started
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def load(port: int, bodies: list[bytes], concurrency: int, requests: int) -> dict[str, Any]:
+    """``concurrency`` keep-alive clients send ``requests`` photos in all; rates and latencies."""
+    lock = threading.Lock()
+    cursor = iter(range(requests))
+    latencies: list[float] = []
+    answers: dict[int, Any] = {}
+    errors: list[str] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                i = next(cursor, None)
+            if i is None:
+                break
+            t = time.perf_counter()
+            try:
+                conn.request(
+                    "POST",
+                    "/invocations",
+                    body=bodies[i % len(bodies)],
+                    headers={"Content-Type": "image/jpeg"},
+                )
+                response = conn.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                errors.append(repr(exc))
+                continue
+            elapsed = time.perf_counter() - t
+            with lock:
+                latencies.append(elapsed)
+                if response.status == 200:
+                    answers[i] = json.loads(data)
+                else:
+                    errors.append(f"{response.status} {data[:200]!r}")
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "images_per_s": len(answers) / wall,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+        "_answers": answers,
+    }
+
+
+def measure_server(running: Running, photos: list[bytes], plan: dict[int, int]) -> list[dict]:
+    rows = []
+    for concurrency, n in plan.items():
+        load(running.port, photos, concurrency, 4 * concurrency)  # warm-up: connections, batches
+        row = load(running.port, photos, concurrency, n)
+        row.pop("_answers")
+        rows.append(row)
+        print(
+            f"  c={concurrency:<2d} {row['images_per_s']:6.1f} images/s  "
+            f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}"
+        )
+    return rows
+
+
+def start_serve(model_dir: Path, log: Path, **env: str) -> Running:
+    """``./serve`` on a free loopback port with ``env`` on top of the defaults."""
+    port = free_port()
+    return Running(
+        [sys.executable, str(REPO / "serve")],
+        {
+            "BINCOUNTER_MODEL_DIR": str(model_dir),
+            "SAGEMAKER_BIND_TO_PORT": str(port),
+            "BINCOUNTER_BIND_HOST": "127.0.0.1",
+            **env,
+        },
+        port,
+        log,
+    )
+
+
+#: Other settings of this server, to show what each design choice is worth (same photos).
+VARIANTS = {
+    # The default minus the frozen graph: what batching alone gives.
+    "eager_engine": ({"BINCOUNTER_ENGINE": "eager"}, (1, 4)),
+    # Purely greedy batches: never wait for a request that is still decoding.
+    "no_batch_wait": ({"BINCOUNTER_BATCH_WAIT_MS": "0"}, (4, 16)),
+    # Same cores split into two workers of one torch thread each: no shared batches across them.
+    "two_workers_x_one_thread": ({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, (4, 16)),
+}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, help="a model dir as ./train writes it")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "serve_bench.json")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
+    parser.add_argument(
+        "--no-variants",
+        dest="variants",
+        action="store_false",
+        help="skip the other server settings (eager engine, no batch wait, 2 workers x 1 thread)",
+    )
+    args = parser.parse_args(argv)
+
+    cores = cpu_count()
+    torch.set_num_threads(cores)
+    photos = [p.read_bytes() for p in sorted((ABID / "original").glob("*.jpg"))]
+    work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    if args.model_dir:
+        model_dir, model_note = args.model_dir, f"given: {args.model_dir}"
+    else:
+        model_dir, model_note = train_model(work)
+    results: dict[str, Any] = {
+        "machine": {
+            "cores": cores,
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "loadavg_at_start": os.getloadavg(),
+        },
+        "model": model_note,
+        "photos": f"{len(photos)} originals from {ABID / 'original'} at native size",
+    }
+
+    print("1. bare in-process pipeline (decode + preprocess + forward)")
+    engine = Predictor.load(model_dir, compute_threads=cores)
+    pipeline = measure_pipeline(model_dir, photos, engine)
+    results["pipeline"] = pipeline
+    for key, value in pipeline.items():
+        print(f"  {key:34s} {value:7.1f}")
+    agreement, (test_bodies, eager_test) = test_split_agreement(model_dir, engine)
+    del engine
+
+    n = lambda k: max(8, int(k * args.scale))  # noqa: E731
+    print(f"2. baseline: eager flask handler, gunicorn sync x {cores} workers")
+    port = free_port()
+    baseline = Running(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "sync",
+            "-w",
+            str(cores),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(REPO / "bench"),
+            "eager_app:create_app()",
+        ],
+        {"BENCH_MODEL_DIR": str(model_dir)},
+        port,
+        work / "baseline.log",
+    )
+    try:
+        results["baseline"] = measure_server(baseline, photos, {1: n(200), 4: n(400)})
+    finally:
+        baseline.stop()
+
+    print("3. this server (./serve)")
+    server = start_serve(model_dir, work / "serve.log")
+    try:
+        results["start_to_first_ping_s"] = server.ready_s
+        print(f"  start -> first /ping 200: {server.ready_s:.2f} s")
+        results["server"] = measure_server(server, photos, {1: n(200), 4: n(400), 16: n(480)})
+        through = load(server.port, test_bodies, 16, len(test_bodies))
+        assert through["errors"] == 0, through["first_error"]
+        served_top1 = np.array(
+            [through["_answers"][i]["count"] - 1 for i in range(len(test_bodies))]
+        )
+        agreement["through_server_top1_agreement"] = float(
+            (served_top1 == eager_test.argmax(1)).mean()
+        )
+    finally:
+        server.stop()
+    results["test_split_agreement"] = agreement
+
+    if args.variants:
+        print("4. variants of this server (what each choice is worth)")
+        results["variants"] = {}
+        for name, (env, levels) in VARIANTS.items():
+            print(f"  {name}: {env}")
+            variant = start_serve(model_dir, work / f"serve-{name}.log", **env)
+            try:
+                plan = {c: n({1: 200, 4: 400, 16: 480}[c]) for c in levels}
+                results["variants"][name] = {
+                    "env": env,
+                    "start_to_first_ping_s": variant.ready_s,
+                    "rows": measure_server(variant, photos, plan),
+                }
+            finally:
+                variant.stop()
+
+    base_best = max(r["images_per_s"] for r in results["baseline"])
+    server_c4 = next(r for r in results["server"] if r["concurrency"] == 4)["images_per_s"]
+    server_c1 = next(r for r in results["server"] if r["concurrency"] == 1)["images_per_s"]
+    results["summary"] = {
+        "server_c4_over_best_baseline": server_c4 / base_best,
+        "overhead_c1_vs_engine_bs1": 1 - server_c1 / pipeline["served_engine_bs1_images_per_s"],
+        "overhead_c4_vs_engine_bs4": 1 - server_c4 / pipeline["served_engine_bs4_images_per_s"],
+        "start_to_first_ping_s": results["start_to_first_ping_s"],
+    }
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
+
+    print("\nsummary")
+    print(f"  {'what':44s} {'images/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for key, value in pipeline.items():
+        print(f"  pipeline {key.replace('_images_per_s', ''):35s} {value:9.1f}")
+    for name in ("baseline", "server"):
+        for r in results[name]:
+            label = f"{name} c={r['concurrency']}"
+            print(f"  {label:44s} {r['images_per_s']:9.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f}")
+    for name, variant in results.get("variants", {}).items():
+        for r in variant["rows"]:
+            label = f"variant {name} c={r['concurrency']}"
+            print(f"  {label:44s} {r['images_per_s']:9.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f}")
+    s = results["summary"]
+    print(f"  server c=4 / best baseline: {s['server_c4_over_best_baseline']:.2f}x (target 1.5x)")
+    print(
+        f"  server overhead vs bare engine: c=1 {100 * s['overhead_c1_vs_engine_bs1']:.1f}%, "
+        f"c=4 {100 * s['overhead_c4_vs_engine_bs4']:.1f}% (target <= 15%)"
+    )
+    print(f"  start -> first /ping: {s['start_to_first_ping_s']:.2f} s (target < 10 s)")
+    print(
+        f"  top-1 agreement served vs eager on {agreement['photos']} test photos: in-process "
+        f"{agreement['top1_agreement']:.4f}, through the server "
+        f"{agreement['through_server_top1_agreement']:.4f} "
+        f"(max |dp| {agreement['max_abs_probability_diff']:.1e})"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
