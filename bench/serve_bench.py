@@ -323,7 +323,7 @@ VARIANTS = {
     # cores.
     "omp_wait_passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, (1, 4)),
     # Same cores split into two workers of one torch thread each: no shared batches across them.
-    "two_workers_x_one_thread": ({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, (4, 16)),
+    "two_workers_x_one_thread": ({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, (1, 4, 16)),
 }
 
 
