@@ -118,12 +118,20 @@ def load_image(source: bytes | str | Path, image_size: int | None = None) -> Ima
     return _to_rgb(image)
 
 
-def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
-    """Whole photo -> ``uint8`` tensor ``[3, image_size, image_size]`` (squash, never crop)."""
+def preprocess_array(image: Image.Image, image_size: int) -> np.ndarray:
+    """Whole photo -> ``uint8`` array ``[image_size, image_size, 3]`` (squash, never crop).
+
+    The pixels of ``preprocess`` before they become a tensor: the server's HTTP threads stop
+    here, so that no thread but the one running the network starts torch's thread pool.
+    """
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return np.array(image, dtype=np.uint8)
+
+
+def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
+    """Whole photo -> ``uint8`` tensor ``[3, image_size, image_size]`` (squash, never crop)."""
+    return torch.from_numpy(preprocess_array(image, image_size)).permute(2, 0, 1).contiguous()
 
 
 def load_and_preprocess(source: bytes | str | Path, image_size: int) -> torch.Tensor:

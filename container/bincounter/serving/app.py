@@ -207,17 +207,26 @@ def create_app(
     """
     config = config or ServingConfig.from_environment()
     if predictor is None:
-        try:
-            predictor = Predictor.load(
+
+        def load() -> Predictor:
+            return Predictor.load(
                 config.model_dir,
                 engine=config.engine,
                 compute_threads=config.compute_threads,
                 warmup_batch_sizes=sorted({1, 2, 4, config.max_batch_size}),
             )
+
+        try:
+            # Loaded and warmed up on the batcher's thread: the only thread that runs torch.
+            batcher = Batcher(
+                max_batch_size=config.max_batch_size, wait_ms=config.batch_wait_ms, load=load
+            )
         except ModelLoadError as exc:
             log.critical("cannot serve: model could not be loaded: %s", exc.reason)
             raise SystemExit(APP_LOAD_ERROR) from None
-    batcher = Batcher(predictor, config.max_batch_size, config.batch_wait_ms)
+        predictor = batcher.predictor
+    else:
+        batcher = Batcher(predictor, config.max_batch_size, config.batch_wait_ms)
     version = predictor.info.version
 
     app = Flask("bincounter.serving")
@@ -276,7 +285,7 @@ def create_app(
 
     def decode(photo: bytes, where: str) -> Any:
         try:
-            return predictor.preprocess(photo)
+            return predictor.pixels(photo)
         except ImageError as exc:
             raise ClientError(400, "bad_image", f"{where}{exc.reason}") from None
         except Exception as exc:  # a decoder failing on hostile bytes is still bad input
