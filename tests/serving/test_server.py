@@ -32,6 +32,7 @@ from bincounter.serving.config import ServingConfig, cpu_count
 from .conftest import make_model_dir
 from .inputs import b64_batch, bad_inputs, encode, original_paths, photo_bytes
 from .launcher import Server, launch, start_server
+from .test_app import check_prediction
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +96,7 @@ def test_real_photos_answer_as_the_trained_model_does(trained_server, trained_mo
         answer = post(trained_server, photo)
         assert answer.status_code == 200, answer.text
         got = answer.json()
+        check_prediction(got, card["weights_sha256"][:12])  # the full response schema
         assert got["count"] == int(np.argmax(probs)) + 1
         np.testing.assert_allclose(list(got["probabilities"].values()), probs, atol=1e-4)
         assert abs(sum(got["probabilities"].values()) - 1) < 1e-9
@@ -105,6 +107,7 @@ def test_real_photos_answer_as_the_trained_model_does(trained_server, trained_mo
     predictions = batch.json()["predictions"]
     assert [p["count"] for p in predictions] == [int(np.argmax(p)) + 1 for p in expected[:4]]
     for got, probs in zip(predictions, expected[:4], strict=True):
+        check_prediction(got, card["weights_sha256"][:12])
         np.testing.assert_allclose(list(got["probabilities"].values()), probs, atol=1e-4)
 
 
