@@ -38,6 +38,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -98,6 +99,31 @@ def wait_for(predicate, timeout: float, interval: float = 0.25) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+def http_ok(url: str) -> bool:
+    """True when ``url`` answers below 500 (the server is up, whatever it thinks of the path)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status < 500
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def background_server(
+    argv: list[str], ready_url: str, log_path: Path, timeout: float = 60
+) -> Iterator[None]:
+    """Run a helper server (moto, docker-registry) until the block ends; fail if it never answers."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            if not wait_for(lambda: http_ok(ready_url), timeout=timeout):
+                pytest.fail(f"{argv[0]} did not answer on {ready_url} (log {log_path})")
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

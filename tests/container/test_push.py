@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, REPORT, docker, free_port, unavailable, wait_for
+from conftest import REPO, REPORT, background_server, docker, free_port, unavailable
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -27,32 +27,14 @@ BASH = shutil.which("bash") or "/bin/bash"  # absolute: some tests run push.sh w
 REGION = "us-east-1"
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status < 500
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_for(lambda: _http_ok(f"{url}/moto-api/"), timeout=60):
-            pytest.fail(f"moto_server did not start on {url} (log {log.name})")
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with background_server(argv, f"{url}/moto-api/", log, timeout=60):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +51,10 @@ def registry(engine, tmp_path_factory: pytest.TempPathFactory):
         f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
-    log = open(tmp / "registry.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     host = f"127.0.0.1:{port}"
-    try:
-        if not wait_for(lambda: _http_ok(f"http://{host}/v2/"), timeout=30):
-            pytest.fail(f"docker-registry did not start on {host} (log {tmp / 'registry.log'})")
+    argv = [binary, "serve", str(config)]
+    with background_server(argv, f"http://{host}/v2/", tmp / "registry.log", timeout=30):
         yield host
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

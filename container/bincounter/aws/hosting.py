@@ -20,7 +20,7 @@ import logging
 import mimetypes
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,32 +210,35 @@ def delete(config: AwsConfig, name: str, *, keep_model: bool = False) -> list[st
             model_names.update(v["ModelName"] for v in ec.get("ProductionVariants", []))
         except ClientError:
             pass
-    try:
-        scaling = session.client("application-autoscaling")
-        scaling.deregister_scalable_target(
+
+    def attempt(label: str, call: Callable[[], object]) -> None:
+        """Delete one resource; one that is already gone is not an error."""
+        try:
+            call()
+            removed.append(label)
+        except ClientError:
+            pass
+
+    scaling = session.client("application-autoscaling")
+    attempt(
+        f"autoscaling target endpoint/{name}/variant/{VARIANT}",
+        lambda: scaling.deregister_scalable_target(
             ServiceNamespace="sagemaker",
             ResourceId=f"endpoint/{name}/variant/{VARIANT}",
             ScalableDimension=SCALABLE_DIMENSION,
-        )
-        removed.append(f"autoscaling target endpoint/{name}/variant/{VARIANT}")
-    except ClientError:
-        pass  # none registered
+        ),
+    )
     if described is not None:
         sm.delete_endpoint(EndpointName=name)
         removed.append(f"endpoint {name}")
     for config_name in sorted(config_names):
-        try:
-            sm.delete_endpoint_config(EndpointConfigName=config_name)
-            removed.append(f"endpoint config {config_name}")
-        except ClientError:
-            pass
+        attempt(
+            f"endpoint config {config_name}",
+            lambda n=config_name: sm.delete_endpoint_config(EndpointConfigName=n),
+        )
     if not keep_model:
         for model_name in sorted(model_names):
-            try:
-                sm.delete_model(ModelName=model_name)
-                removed.append(f"model {model_name}")
-            except ClientError:
-                pass
+            attempt(f"model {model_name}", lambda n=model_name: sm.delete_model(ModelName=n))
     if not removed:
         raise LaunchError(f"nothing named {name!r} found: no endpoint, endpoint config or model")
     return removed
