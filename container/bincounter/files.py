@@ -9,9 +9,12 @@ without importing it.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -46,3 +49,24 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def strict_json_value(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None``.
+
+    Python's json writes NaN as a bare ``NaN`` token that JavaScript, jq and most JSON parsers
+    reject; a diverged loss must not make a report or a model card unreadable downstream.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json_value(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """``payload`` as strict, indented JSON (non-finite floats become ``null``), atomically."""
+    text = json.dumps(strict_json_value(payload), indent=2, allow_nan=False)
+    atomic_write_bytes(path, text.encode())

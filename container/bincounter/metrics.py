@@ -7,7 +7,6 @@ extract metrics from CloudWatch logs with the regexes below. The launch scripts 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 
@@ -82,6 +81,8 @@ def summarize(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, ob
     """Accuracy, RMSE in items, off-by-one accuracy, per-count precision/recall, confusion.
 
     RMSE is in items (counts), not class indices, so it reads as "off by about N items".
+    Precision of a count never predicted, or recall of a count absent from the labels, is
+    ``None`` (JSON ``null``): undefined, not zero, and never a NaN that strict JSON parsers reject.
     """
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(predictions, dtype=np.int64)
@@ -95,8 +96,8 @@ def summarize(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, ob
         predicted = int(matrix[:, i].sum())
         actual = int(matrix[i, :].sum())
         per_count[str(count)] = {
-            "precision": float(matrix[i, i] / predicted) if predicted else math.nan,
-            "recall": float(matrix[i, i] / actual) if actual else math.nan,
+            "precision": float(matrix[i, i] / predicted) if predicted else None,
+            "recall": float(matrix[i, i] / actual) if actual else None,
             "support": actual,
         }
     return {

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import CLASSES, __version__
 from .errors import ModelLoadError
-from .files import atomic_write_bytes, sha256_file
+from .files import atomic_write_json, sha256_file
 from .imaging import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_FILE = "model.pt"
@@ -122,7 +122,7 @@ def save_model(
         "library_versions": library_versions(),
         **extra,
     }
-    atomic_write_bytes(model_dir / CARD_FILE, json.dumps(card, indent=2).encode())
+    atomic_write_json(model_dir / CARD_FILE, card)
     return card
 
 

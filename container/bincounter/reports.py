@@ -5,7 +5,6 @@ Plots use matplotlib's Agg backend: no display exists in a training container.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from . import CLASSES
-from .files import atomic_write_bytes
-
-
-def write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, json.dumps(payload, indent=2, allow_nan=True).encode())
 
 
 def plot_training_curves(history: list[dict[str, float]], path: Path) -> None:
@@ -60,7 +54,10 @@ def plot_evaluation(summary: dict[str, Any], path: Path, title: str) -> None:
     ax.set_xticks(range(len(CLASSES)), [str(c) for c in CLASSES])
     ax.set_yticks(
         range(len(CLASSES)),
-        [f"{c} (recall {r:.0%})" for c, r in zip(CLASSES, recalls, strict=True)],
+        [
+            f"{c} (recall {'n/a' if r is None else f'{r:.0%}'})"
+            for c, r in zip(CLASSES, recalls, strict=True)
+        ],
     )
     ax.set(xlabel="predicted count", ylabel="true count")
     ax.set_title(

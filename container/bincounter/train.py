@@ -40,6 +40,7 @@ from .distributed import (
 )
 from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironment
 from .errors import DataError
+from .files import atomic_write_json
 from .hyperparameters import HyperParameters, parse_hyperparameters
 from .model import build_model, save_model, unwrap
 
@@ -540,9 +541,9 @@ def _finish(env, hp, ctx, model, channels, state: TrainState, workers: int) -> d
         reports.plot_training_curves(state.history, out / "training_curves.png")
         payload = {"final": final, "history": state.history}
         if test_summary is not None:
-            reports.write_json(out / "evaluation_test.json", test_summary)
+            atomic_write_json(out / "evaluation_test.json", test_summary)
             reports.plot_evaluation(test_summary, out / "evaluation_test.png", "test")
-        reports.write_json(out / "metrics.json", payload)
+        atomic_write_json(out / "metrics.json", payload)
         card = save_model(
             model,
             env.paths.model_dir,

@@ -1,8 +1,10 @@
+import json
 import math
 import re
 
 import pytest
 
+from bincounter.files import atomic_write_json
 from bincounter.metrics import (
     METRIC_DEFINITIONS,
     OBJECTIVE_METRIC,
@@ -10,6 +12,7 @@ from bincounter.metrics import (
     parse_metrics,
     summarize,
 )
+from bincounter.reports import plot_evaluation
 
 
 def test_every_formatted_value_is_parsed_back_by_the_exported_regexes():
@@ -56,4 +59,20 @@ def test_summary_counts_in_items():
     assert summary["confusion_matrix"][4][1] == 1
     assert summary["per_count"]["3"]["precision"] == 0.5
     assert summary["per_count"]["2"]["recall"] == 0.0
-    assert math.isnan(summary["per_count"]["4"]["recall"])
+    assert summary["per_count"]["4"]["recall"] is None  # count 4 absent: undefined, not 0
+    assert summary["per_count"]["5"]["precision"] is None  # never predicted
+
+
+def test_reports_are_strict_json_even_with_undefined_metrics(tmp_path):
+    summary = summarize([0, 1, 2, 4], [0, 2, 2, 1])
+    path = tmp_path / "evaluation.json"
+    atomic_write_json(
+        path, {"summary": summary, "history": [{"train:loss": math.nan, "lr": math.inf}]}
+    )
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    loaded = json.loads(text, parse_constant=lambda token: pytest.fail(f"non-JSON {token}"))
+    assert loaded["summary"]["per_count"]["5"]["precision"] is None
+    assert loaded["history"] == [{"train:loss": None, "lr": None}]
+    plot_evaluation(summary, tmp_path / "evaluation.png", "test")  # n/a recall still plots
+    assert (tmp_path / "evaluation.png").stat().st_size > 0
