@@ -62,7 +62,7 @@ class HyperParameters(BaseModel):
         -1, ge=-1, le=64, description="data-loader processes; -1 picks from the CPU count"
     )
     patience: int = Field(
-        10,
+        0,
         ge=0,
         le=1000,
         description="stop after this many epochs without validation gain; 0 never stops early",
