@@ -161,3 +161,34 @@ def test_ids_stay_strings(tmp_path):
         )
     found = {s.id: s.count for s in discover_channel("train", channel)}
     assert found == {"523": 1, "00523": 4}
+
+
+def test_early_stopping_follows_the_reported_validation_history(tmp_path):
+    """``patience`` stops at the first run of that many epochs without a gain, keeps the best.
+
+    The rule is replayed on the history the job reports (gain = higher validation accuracy,
+    ties broken by lower validation loss). With a learning rate this small the accuracy barely
+    moves, so with seed 42 a gain-less epoch comes early and the stop is exercised.
+    """
+    hps = {**QUICK_HPS, "epochs": "8", "patience": "2", "lr": "0.000001", "image_size": "32"}
+    base = build_tree(tmp_path, hps, {"train": 4, "validation": 6})
+    result = run_train(base)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((base / "output" / "data" / "metrics.json").read_text())
+
+    best_key, best_epoch, without_gain, expected_run = None, 0, 0, 8
+    for line in report["history"]:
+        key = (line["validation:accuracy"], -line["validation:loss"])
+        if best_key is None or key > best_key:
+            best_key, best_epoch, without_gain = key, line["epoch"], 0
+        else:
+            without_gain += 1
+        if without_gain == 2:
+            expected_run = line["epoch"]
+            break
+    assert expected_run < 8, "no early stop happened: the test no longer exercises patience"
+    assert report["final"]["epochs_run"] == expected_run == len(report["history"])
+    assert report["final"]["best_epoch"] == best_epoch
+    assert f"no validation gain for 2 epochs (best epoch {best_epoch})" in result.stdout
+    card = json.loads((base / "model" / CARD_FILE).read_text())
+    assert card["metrics"]["best_epoch"] == best_epoch
