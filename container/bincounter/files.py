@@ -66,7 +66,7 @@ def strict_json_value(value: Any) -> Any:
     return value
 
 
-def atomic_write_json(path: Path, payload: Any) -> None:
+def atomic_write_json(path: Path, payload: Any, indent: int = 2) -> None:
     """``payload`` as strict, indented JSON (non-finite floats become ``null``), atomically."""
-    text = json.dumps(strict_json_value(payload), indent=2, allow_nan=False)
+    text = json.dumps(strict_json_value(payload), indent=indent, allow_nan=False)
     atomic_write_bytes(path, text.encode())

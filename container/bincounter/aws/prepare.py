@@ -45,7 +45,7 @@ from typing import Any
 
 from .. import CLASSES
 from ..errors import UserError
-from ..files import atomic_write_bytes, sha256_bytes, sha256_file
+from ..files import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -808,10 +808,10 @@ def prepare(
         "files": entries,
         "excluded": [asdict(x) for x in excluded],
     }
-    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+    atomic_write_json(manifest_path, manifest, indent=1)  # thousands of entries: keep it compact
     report = build_report(entries, excluded, source.description, settings)
     report_json = out / REPORT_JSON
-    atomic_write_bytes(report_json, json.dumps(report, indent=1).encode())
+    atomic_write_json(report_json, report, indent=1)
     report_png = plot_report(report, out / REPORT_PNG) if chart else None
     result = PrepareResult(
         out_dir=out,
