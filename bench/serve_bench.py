@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,13 +46,14 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-ABID = Path(os.environ.get("BINCOUNTER_ABID_DIR", REPO.parent / "shared" / "abid"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bincounter.imaging import load_and_preprocess, load_image, preprocess  # noqa: E402
-from bincounter.model import build_model, load_model, save_model  # noqa: E402
-from bincounter.serving.config import cpu_count  # noqa: E402
-from bincounter.serving.predictor import Predictor, softmax64  # noqa: E402
+from bincounter.imaging import load_and_preprocess, load_image, preprocess
+from bincounter.model import build_model, load_model, save_model
+from bincounter.serving.config import cpu_count
+from bincounter.serving.predictor import Predictor, softmax64
+
+from support import ABID, REPO, free_port
 
 TRAIN_HPS = {
     "arch": "resnet18",
@@ -181,12 +181,6 @@ def test_split_agreement(model_dir: Path, engine: Predictor) -> tuple[dict[str, 
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Running:

@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "container"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bincounter.data import CountDataset, Sample  # noqa: E402
-from bincounter.distributed import DistContext  # noqa: E402
-from bincounter.hyperparameters import HyperParameters  # noqa: E402
 from bincounter.model import build_model  # noqa: E402
-from bincounter.train import (  # noqa: E402
+from bincounter.training.data import CountDataset, Sample  # noqa: E402
+from bincounter.training.distributed import DistContext  # noqa: E402
+from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
+from bincounter.training.train import (  # noqa: E402
     ShardSampler,
     TrainStep,
     auto_workers,

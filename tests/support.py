@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -15,6 +16,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ABID = Path(os.environ.get("BINCOUNTER_ABID_DIR", REPO.parent / "shared" / "abid"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def abid_labels(split: str | None = None) -> list[tuple[str, int, str]]:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bincounter.hyperparameters import HyperParameters
+from bincounter.training.hyperparameters import HyperParameters
 
 from support import REPO, build_channel
 

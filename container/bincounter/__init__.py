@@ -8,3 +8,9 @@ __version__ = "0.1.0"
 
 #: The counts the model predicts, in the order of its five output logits.
 CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+#: The torchvision ResNet depths a model can be built on (hyperparameter ``arch``).
+ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+
+#: Photo file suffixes every side (channels, data preparation, invoke) treats as photos.
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")

@@ -19,14 +19,13 @@ import torch
 import torchvision
 from torch import nn
 
-from . import CLASSES, __version__
+from . import ARCHITECTURES, CLASSES, __version__
 from .errors import ModelLoadError
 from .files import atomic_write_json, sha256_file
 from .imaging import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_FILE = "model.pt"
 CARD_FILE = "model_card.json"
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
 
 
 class Normalize(nn.Module):

@@ -21,7 +21,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .aws.prepare import ABID_BUCKET, SPLITS, LocalSource, PrepareError, S3Source, prepare
+from . import logs
+from .dataprep.prepare import ABID_BUCKET, SPLITS, LocalSource, PrepareError, S3Source, prepare
 from .errors import UserError
 
 log = logging.getLogger("bincounter.quickstart")
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "quickstart")
     parser.add_argument("--per-count", type=int, default=40)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    logs.configure(stream=sys.stdout)
     try:
         channels = prepare_sample(args.data, args.out, args.per_count)
         base = make_tree(channels, args.out / "opt_ml", QUICK_HYPERPARAMETERS)

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from .motoserver import RecordingMotoServer
+from support import ABID
 
-REPO = Path(__file__).resolve().parents[2]
-ABID = Path(os.environ.get("BINCOUNTER_ABID_DIR", REPO.parent / "shared" / "abid"))
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/bincounter:test"
 BUCKET = "bincounter-test"

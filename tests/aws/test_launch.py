@@ -25,8 +25,8 @@ import pytest
 
 from bincounter.aws.cli import main
 from bincounter.aws.jobs import best_from_descriptions, write_hyperparameters_file
-from bincounter.hyperparameters import parse_hyperparameters
-from bincounter.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
+from bincounter.training.hyperparameters import parse_hyperparameters
+from bincounter.training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 
 from .conftest import ABID, BUCKET, IMAGE, REGION, REPO, ROLE
 from .motoserver import RecordingMotoServer

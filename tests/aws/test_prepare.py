@@ -16,9 +16,9 @@ import boto3
 import pytest
 from PIL import Image
 
-from bincounter.aws.prepare import SPLITS, S3Source, prepare, stratified_split
 from bincounter.aws.s3data import upload_prepared
-from bincounter.data import discover_channel
+from bincounter.dataprep.prepare import SPLITS, S3Source, prepare, stratified_split
+from bincounter.training.data import discover_channel
 
 from .conftest import BUCKET, PER_COUNT, REGION, REPO, AbidSeed
 

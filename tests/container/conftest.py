@@ -29,7 +29,6 @@ import http.server
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -51,7 +50,8 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+from support import REPO
+
 HERE = Path(__file__).resolve().parent
 ENGINE_SH = HERE / "engine.sh"
 TEST_TAG = "bincounter:test"
@@ -69,12 +69,6 @@ def unavailable(message: str) -> None:
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def docker(

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from bincounter.errors import HyperparameterError
-from bincounter.hyperparameters import HyperParameters, describe_all, parse_hyperparameters
+from bincounter.training.hyperparameters import HyperParameters, describe_all, parse_hyperparameters
 
 
 def test_sdk_json_encoded_strings_and_sagemaker_keys_are_accepted():

@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from bincounter.metrics import parse_metrics
+from bincounter.training.metrics import parse_metrics
 
 from support import abid_labels, build_tree, run_train
 

@@ -5,14 +5,14 @@ import re
 import pytest
 
 from bincounter.files import atomic_write_json
-from bincounter.metrics import (
+from bincounter.training.metrics import (
     METRIC_DEFINITIONS,
     OBJECTIVE_METRIC,
     format_metrics,
     parse_metrics,
     summarize,
 )
-from bincounter.reports import plot_evaluation
+from bincounter.training.reports import plot_evaluation
 
 
 def test_every_formatted_value_is_parsed_back_by_the_exported_regexes():

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,10 +10,10 @@ import time
 import pytest
 import torch
 
-from bincounter.metrics import parse_metrics
 from bincounter.model import load_model
+from bincounter.training.metrics import parse_metrics
 
-from support import QUICK_HPS, REPO, build_tree, run_train
+from support import QUICK_HPS, REPO, build_tree, free_port, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -120,16 +119,10 @@ def test_checkpoints_are_namespaced_by_training_job(tmp_path):
     assert sorted(p.name for p in (base / "checkpoints").iterdir()) == ["tune-001", "tune-002"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_hosts_ddp_on_loopback(tmp_path):
     """Two SageMaker hosts (two processes, two trees) train one model over gloo."""
     hosts = ["127.0.0.1", "localhost"]  # both resolve to loopback; sorted, the first is master
-    port = str(_free_port())
+    port = str(free_port())
     trees, procs = [], []
     for host in hosts:
         tree = build_tree(

@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from bincounter.metrics import METRIC_DEFINITIONS, parse_metrics
 from bincounter.model import CARD_FILE, WEIGHTS_FILE, load_model, sha256_file
+from bincounter.training.metrics import METRIC_DEFINITIONS, parse_metrics
 
 from support import ABID, QUICK_HPS, build_tree, run_train
 
@@ -148,7 +148,7 @@ def test_no_tree_at_all(tmp_path):
 
 
 def test_ids_stay_strings(tmp_path):
-    from bincounter.data import discover_channel
+    from bincounter.training.data import discover_channel
 
     channel = tmp_path / "train"
     (channel / "bin-images").mkdir(parents=True)

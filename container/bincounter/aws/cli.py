@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import logs
+from ..abid import BUCKET as ABID_BUCKET
 from ..errors import UserError
 from .config import AwsConfig, resolve_config
 
@@ -117,7 +119,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import LocalSource, S3Source, prepare, summary_text
+    from ..dataprep.prepare import LocalSource, S3Source, prepare, summary_text
 
     if args.source_dir:
         source = LocalSource(args.source_dir, args.images_dir, args.metadata_dir)
@@ -388,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", parents=[config], help="download, verify, split ABID photos")
     src = p.add_argument_group("source")
-    src.add_argument("--source-bucket", default="aft-vbi-pds", help="ABID bucket (unsigned)")
+    src.add_argument("--source-bucket", default=ABID_BUCKET, help="ABID bucket (unsigned)")
     src.add_argument("--source-dir", help="local folder in ABID layout instead of the bucket")
     src.add_argument("--source-endpoint-url", help="S3 endpoint for the source bucket")
     src.add_argument("--signed", action="store_true", help="sign source requests (private copy)")
@@ -505,13 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 AWS/runtime error, 2 user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

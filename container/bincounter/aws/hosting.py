@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import IMAGE_SUFFIXES
 from .config import AwsConfig
 from .jobs import LaunchError, timestamped
 
 log = logging.getLogger(__name__)
 
 VARIANT = "AllTraffic"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
 

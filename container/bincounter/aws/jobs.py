@@ -34,8 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HyperparameterError, UserError
-from ..hyperparameters import HyperParameters, parse_hyperparameters
-from ..metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
+from ..training.hyperparameters import (
+    HyperParameters,
+    own_hyperparameters,
+    parse_hyperparameters,
+)
+from ..training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 from .config import AwsConfig, LaunchConfigError
 
 log = logging.getLogger(__name__)
@@ -46,8 +50,6 @@ DEFAULT_RANGES: dict[str, str] = {
     "batch_size": "16,32,64",
     "epochs": "2:6",
 }
-#: Keys SageMaker or the SDK add to a job's hyperparameters; never ours to send or keep.
-_FOREIGN_PREFIXES = ("_tuning_objective_metric", "sagemaker_", "_sagemaker")
 TUNING_NAME_MAX = 32
 JOB_NAME_MAX = 63
 
@@ -66,7 +68,7 @@ def validate_hyperparameters(raw: Mapping[str, Any]) -> dict[str, str]:
     canonical form ``HyperParameters.to_strings`` writes (``"0.01"``, ``"true"``), so what
     CreateTrainingJob carries parses back to the same values in the container.
     """
-    own = {k: v for k, v in raw.items() if not str(k).startswith(_FOREIGN_PREFIXES)}
+    own = own_hyperparameters(raw)
     parsed = parse_hyperparameters(own)  # HyperparameterError names the parameter
     strings = parsed.to_strings()
     return {k: strings[k] for k in own}
@@ -453,7 +455,7 @@ def best_from_descriptions(
             **(definition.get("StaticHyperParameters") or {}),
             **(best.get("TunedHyperParameters") or {}),
         }
-    own = {k: v for k, v in raw.items() if not str(k).startswith(_FOREIGN_PREFIXES)}
+    own = own_hyperparameters(raw)
     try:
         strings = validate_hyperparameters(own)
     except HyperparameterError as exc:

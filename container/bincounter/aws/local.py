@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .hosting import VARIANT
 from .jobs import validate_hyperparameters
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def local_deploy(
         EndpointConfigName=name,
         ProductionVariants=[
             {
-                "VariantName": "AllTraffic",
+                "VariantName": VARIANT,
                 "ModelName": name,
                 "InitialInstanceCount": 1,
                 "InstanceType": instance_type,

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..dataprep.prepare import MANIFEST, REPORT_JSON, REPORT_PNG, SPLITS, PrepareError
 from ..files import sha256_file
 from .config import AwsConfig
-from .prepare import MANIFEST, REPORT_JSON, REPORT_PNG, SPLITS, PrepareError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..environment import DEFAULT_BASE_DIR, Paths
 from ..errors import ConfigError
+from ..paths import DEFAULT_BASE_DIR, Paths
 
 ENGINES = ("torchscript", "eager")
 

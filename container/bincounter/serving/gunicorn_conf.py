@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
+from bincounter import logs
 from bincounter.serving.config import ServingConfig
 
 _config = ServingConfig.from_environment()
@@ -44,21 +44,8 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 proc_name = "bincounter-serve"
 
 
-def _setup_logging() -> None:
-    """Our loggers print next to gunicorn's (stderr), with the pid: which worker said it."""
-    logger = logging.getLogger("bincounter")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
-        )
-        logger.addHandler(handler)
-    logger.setLevel(_config.log_level.upper())
-    logger.propagate = False
-
-
 def on_starting(server) -> None:
-    _setup_logging()
+    logs.configure(_config.log_level)
     logging.getLogger("bincounter.serving").info(
         "serving %s on %s: %d worker(s) x %d torch thread(s), %d HTTP threads each, engine %s, "
         "max batch %d, payload limit %g MB",
@@ -74,4 +61,4 @@ def on_starting(server) -> None:
 
 
 def post_fork(server, worker) -> None:
-    _setup_logging()
+    logs.configure(_config.log_level)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from .. import logs
 from ..errors import UserError
 from .config import ServingConfig
 
@@ -18,14 +19,6 @@ log = logging.getLogger("bincounter.serving")
 
 CONFIG_MODULE = "python:bincounter.serving.gunicorn_conf"
 APP_SPEC = "bincounter.serving.app:create_app()"
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def preflight(config: ServingConfig) -> None:
@@ -51,7 +44,7 @@ def run_server(argv: list[str] | None = None) -> int:
     ``argv`` are extra gunicorn options (e.g. ``--bind 127.0.0.1:8080``); they override the
     settings derived from the environment.
     """
-    _setup_logging()
+    logs.configure()
     try:
         config = ServingConfig.from_environment()
         preflight(config)

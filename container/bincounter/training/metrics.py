@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import CLASSES
+from .. import CLASSES
 
 #: A float as Python prints it, scientific notation included (``1e-05``, ``-3.2E+01``, ``nan``).
 NUMBER_REGEX = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"

@@ -13,14 +13,22 @@ lax mode accepts the string forms SageMaker sends ("0.01", "true", "32").
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import HyperparameterError
+from .. import ARCHITECTURES
+from ..errors import HyperparameterError
 
-#: Keys SageMaker or its SDKs add that are not ours to validate.
-_IGNORED_PREFIXES = ("sagemaker_", "_tuning_objective_metric", "_sagemaker")
+#: Keys SageMaker or its SDKs add to a job's hyperparameters (the tuner's objective, the SDK's
+#: ``sagemaker_*``): not ours to validate, send or keep.
+FOREIGN_PREFIXES = ("sagemaker_", "_tuning_objective_metric", "_sagemaker")
+
+
+def own_hyperparameters(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` without the keys SageMaker or its SDKs added."""
+    return {k: v for k, v in raw.items() if not str(k).startswith(FOREIGN_PREFIXES)}
 
 
 class HyperParameters(BaseModel):
@@ -28,9 +36,7 @@ class HyperParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    arch: Literal["resnet18", "resnet34", "resnet50"] = Field(
-        "resnet18", description="torchvision ResNet depth"
-    )
+    arch: Literal[ARCHITECTURES] = Field("resnet18", description="torchvision ResNet depth")
     pretrained: bool = Field(
         False, description="start from ImageNet weights in the torch cache (baked into the image)"
     )
@@ -115,11 +121,7 @@ def parse_hyperparameters(raw: dict[str, Any] | None) -> HyperParameters:
     Raises ``HyperparameterError`` whose reason names the offending parameter and its allowed
     values; several problems are all listed.
     """
-    values: dict[str, Any] = {}
-    for key, value in (raw or {}).items():
-        if key.startswith(_IGNORED_PREFIXES):
-            continue
-        values[key] = _decode(value)
+    values = {key: _decode(value) for key, value in own_hyperparameters(raw or {}).items()}
 
     unknown = sorted(set(values) - set(HyperParameters.model_fields))
     if unknown:

@@ -1,4 +1,4 @@
-"""SageMaker's ``/opt/ml`` contract: where things are read from and written to.
+"""The training side of SageMaker's ``/opt/ml`` contract: config files and channels.
 
 A bring-your-own container gets no ``SM_*`` variables; it gets files. This module reads them
 (through ``sagemaker-training``'s own parsing, so we decode hyperparameters and split off
@@ -15,56 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..paths import Paths
 
-DEFAULT_BASE_DIR = Path("/opt/ml")
 REQUIRED_CHANNELS = ("train", "validation")
 OPTIONAL_CHANNELS = ("test",)
-
-
-def base_dir() -> Path:
-    """The root of the SageMaker tree: ``$SAGEMAKER_BASE_DIR`` or ``/opt/ml``."""
-    return Path(os.environ.get("SAGEMAKER_BASE_DIR", str(DEFAULT_BASE_DIR)))
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Every location of the contract, derived from one base directory."""
-
-    base: Path
-
-    @property
-    def config_dir(self) -> Path:
-        return self.base / "input" / "config"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.base / "input" / "data"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.base / "model"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.base / "output"
-
-    @property
-    def output_data_dir(self) -> Path:
-        return self.output_dir / "data"
-
-    @property
-    def failure_file(self) -> Path:
-        return self.output_dir / "failure"
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        # SageMaker syncs this folder with CheckpointConfig.S3Uri (managed spot training).
-        return Path(os.environ.get("BINCOUNTER_CHECKPOINT_DIR", str(self.base / "checkpoints")))
-
-    @classmethod
-    def from_environment(cls) -> Paths:
-        return cls(base_dir())
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
 from .environment import TrainingEnvironment
-from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 

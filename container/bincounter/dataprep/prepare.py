@@ -43,13 +43,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import CLASSES
+from .. import CLASSES, abid
+from ..abid import parse_expected_quantity
 from ..errors import UserError
 from ..files import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
-ABID_BUCKET = "aft-vbi-pds"
+ABID_BUCKET = abid.BUCKET
 ABID_REGION = "us-east-1"
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
@@ -74,8 +75,8 @@ class Source:
     """Where photos and metadata come from. ``get`` raises ``MissingObject`` for a 404."""
 
     description = "?"
-    images_prefix = "bin-images/"
-    metadata_prefix = "metadata/"
+    images_prefix = abid.IMAGES_PREFIX
+    metadata_prefix = abid.METADATA_PREFIX
 
     def get(self, key: str) -> bytes:
         raise NotImplementedError
@@ -106,8 +107,8 @@ class S3Source(Source):
         unsigned: bool = True,
         endpoint_url: str | None = None,
         max_connections: int = 32,
-        images_prefix: str = "bin-images/",
-        metadata_prefix: str = "metadata/",
+        images_prefix: str = abid.IMAGES_PREFIX,
+        metadata_prefix: str = abid.METADATA_PREFIX,
         client: Any = None,
     ) -> None:
         self.bucket = bucket
@@ -342,14 +343,6 @@ def _transient(exc: Exception) -> bool:
     return code in _RETRY_CODES or status >= 500
 
 
-def _parse_quantity(data: bytes) -> int:
-    meta = json.loads(data)
-    quantity = meta["EXPECTED_QUANTITY"]
-    if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise ValueError(f"EXPECTED_QUANTITY {quantity!r} is not an integer")
-    return quantity
-
-
 class _Fetcher:
     """Per-id work: metadata then image, from cache when valid, else from the source."""
 
@@ -385,14 +378,14 @@ class _Fetcher:
         path = self.cache.metadata / f"{image_id}.json"
         if path.exists():
             try:
-                count = _parse_quantity(path.read_bytes())
+                count = parse_expected_quantity(path.read_bytes())
                 self._count("reused_metadata")
                 return count
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # damaged: fetch again
         data = self._download(self.source.metadata_key(image_id))
         self._count("fetched_metadata")
-        count = _parse_quantity(data)  # ValueError etc. -> caller excludes
+        count = parse_expected_quantity(data)  # ValueError etc. -> caller excludes
         atomic_write_bytes(path, data, fsync=False)
         return count
 

@@ -26,7 +26,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from . import CLASSES, metrics, reports
+from .. import CLASSES
+from ..errors import DataError
+from ..files import atomic_write_json
+from ..model import build_model, save_model, unwrap
+from . import metrics, reports
 from .checkpoint import CheckpointStore
 from .data import CountDataset, Sample, class_counts, discover_channel, verify_samples
 from .distributed import (
@@ -39,10 +43,7 @@ from .distributed import (
     shutdown,
 )
 from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironment
-from .errors import DataError
-from .files import atomic_write_json
 from .hyperparameters import HyperParameters, parse_hyperparameters
-from .model import build_model, save_model, unwrap
 
 log = logging.getLogger(__name__)
 

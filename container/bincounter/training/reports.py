@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from . import CLASSES
+from .. import CLASSES
 
 
 def plot_training_curves(history: list[dict[str, float]], path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .files import atomic_write_bytes, sha256_file
+from ..files import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ Ids are file stems and stay strings: ``523`` and ``00523`` are different photos.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,13 +21,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from . import CLASSES
-from .errors import DataError
-from .imaging import ImageError, augment, load_and_preprocess
+from .. import CLASSES, IMAGE_SUFFIXES
+from ..abid import parse_expected_quantity
+from ..errors import DataError
+from ..imaging import ImageError, augment, load_and_preprocess
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
@@ -49,13 +47,11 @@ def _images_in(folder: Path) -> list[Path]:
 
 def _read_quantity(meta_path: Path) -> int:
     try:
-        meta = json.loads(meta_path.read_text())
-        quantity = meta["EXPECTED_QUANTITY"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"metadata {meta_path} has no readable EXPECTED_QUANTITY: {exc}") from None
-    if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise DataError(f"metadata {meta_path}: EXPECTED_QUANTITY {quantity!r} is not an integer")
-    return quantity
+        return parse_expected_quantity(meta_path.read_bytes())
+    except OSError as exc:
+        raise DataError(f"metadata {meta_path} cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise DataError(f"metadata {meta_path}: {exc}") from None
 
 
 def discover_channel(name: str, root: Path) -> list[Sample]:
