@@ -28,8 +28,9 @@ from bincounter.aws.jobs import best_from_descriptions, write_hyperparameters_fi
 from bincounter.training.hyperparameters import parse_hyperparameters
 from bincounter.training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 
-from .conftest import ABID, BUCKET, IMAGE, REGION, REPO, ROLE
+from .conftest import BUCKET, IMAGE, REGION, ROLE
 from .motoserver import RecordingMotoServer
+from support import ABID, REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

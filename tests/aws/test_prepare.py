@@ -20,7 +20,8 @@ from bincounter.aws.s3data import upload_prepared
 from bincounter.dataprep.prepare import SPLITS, S3Source, prepare, stratified_split
 from bincounter.training.data import discover_channel
 
-from .conftest import BUCKET, PER_COUNT, REGION, REPO, AbidSeed
+from .conftest import BUCKET, PER_COUNT, REGION, AbidSeed
+from support import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
