@@ -22,7 +22,10 @@ import urllib.request
 from pathlib import Path
 
 from . import logs
-from .dataprep.prepare import ABID_BUCKET, SPLITS, LocalSource, PrepareError, S3Source, prepare
+from .dataprep.layout import SPLITS
+from .dataprep.pipeline import prepare
+from .dataprep.records import PrepareError
+from .dataprep.sources import ABID_BUCKET, LocalSource, S3Source
 from .errors import UserError
 
 log = logging.getLogger("bincounter.quickstart")

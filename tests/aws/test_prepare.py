@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 from bincounter.aws.s3data import upload_prepared
-from bincounter.dataprep.prepare import SPLITS, S3Source, prepare, stratified_split
+from bincounter.dataprep.layout import SPLITS, stratified_split
+from bincounter.dataprep.pipeline import prepare
+from bincounter.dataprep.sources import S3Source
 from bincounter.training.data import discover_channel
 
 from .conftest import BUCKET, PER_COUNT, REGION, AbidSeed

@@ -119,7 +119,8 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from ..dataprep.prepare import LocalSource, S3Source, prepare, summary_text
+    from ..dataprep.pipeline import prepare, summary_text
+    from ..dataprep.sources import LocalSource, S3Source
 
     if args.source_dir:
         source = LocalSource(args.source_dir, args.images_dir, args.metadata_dir)

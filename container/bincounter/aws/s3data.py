@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..dataprep.prepare import MANIFEST, REPORT_JSON, REPORT_PNG, SPLITS, PrepareError
+from ..dataprep.layout import MANIFEST, SPLITS
+from ..dataprep.records import PrepareError
+from ..dataprep.report import REPORT_JSON, REPORT_PNG
 from ..files import sha256_file
 from .config import AwsConfig
 

@@ -1,0 +1,150 @@
+"""The whole preparation in one call: select -> fetch and verify -> split and lay out -> report.
+
+``prepare`` is what ``bincounter-aws prepare`` and the quickstart run, and what makes a second
+run after a crash redo only what is missing: each step it calls is resumable on its own (see
+``fetch`` and ``layout``). It holds no state between calls; everything a run learns is on disk
+(the cache, the manifest) or in the returned ``PrepareResult``. Nothing is written to S3 here:
+upload is ``bincounter.aws.s3data``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import CLASSES
+from .fetch import Cache, Fetcher
+from .layout import SPLITS, read_manifest_entries, stratified_split, write_layout, write_manifest
+from .pool import parallel
+from .records import Excluded, Photo, PrepareError, Stats
+from .report import build_report, write_report
+from .selection import candidates_from_file_list, read_file_list, scan_candidates
+from .sources import Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareResult:
+    out_dir: Path
+    photos: list[Photo]
+    excluded: list[Excluded]
+    splits: dict[str, list[Photo]]
+    stats: Stats
+    manifest: Path
+    report_json: Path
+    report_png: Path | None
+    seconds: float = 0.0
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(
+    source: Source,
+    out_dir: str | Path,
+    *,
+    file_list: str | Path | dict[int, list[str]] | None = None,
+    max_per_count: int | None = None,
+    cache_dir: str | Path | None = None,
+    seed: int = 42,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    resize: int | None = None,
+    workers: int = 16,
+    progress: bool = True,
+    chart: bool = True,
+) -> PrepareResult:
+    """Run the whole preparation; safe to rerun after a crash.
+
+    ``file_list`` selects ids (a path or an already-read mapping); without it the source's
+    metadata is scanned and ``max_per_count`` is required. ``cache_dir`` defaults to
+    ``<out_dir>/.cache`` (never uploaded). ``resize`` shrinks every photo so its longer side
+    is at most that many pixels.
+    """
+    started = time.monotonic()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if resize is not None and resize < 32:
+        raise PrepareError(f"resize={resize} is too small: keep the longer side >= 32 pixels")
+    cache = Cache(Path(cache_dir) if cache_dir else out / ".cache")
+    stats = Stats()
+    fetcher = Fetcher(source, cache, stats)
+
+    if file_list is not None:
+        listing = file_list if isinstance(file_list, dict) else read_file_list(file_list)
+        candidates = candidates_from_file_list(listing, max_per_count)
+    else:
+        if not max_per_count:
+            raise PrepareError("without a file list, give max_per_count to bound the scan")
+        candidates = scan_candidates(source, fetcher, max_per_count, workers, progress)
+    if not candidates:
+        raise PrepareError("no ids selected: the file list or the scan found nothing")
+    log.info("preparing %d ids from %s", len(candidates), source.description)
+
+    results = parallel(fetcher.process, candidates, workers, "fetch+verify", progress)
+    photos = [r for r in results if isinstance(r, Photo)]
+    excluded = [r for r in results if isinstance(r, Excluded)]
+    if not photos:
+        first = excluded[0].reason if excluded else "nothing selected"
+        raise PrepareError(f"no usable photo among {len(candidates)} ids; first problem: {first}")
+
+    splits = stratified_split(photos, fractions, seed)
+    previous = read_manifest_entries(out)
+    entries = write_layout(out, splits, resize, previous, stats, workers, progress)
+
+    settings = {
+        "seed": seed,
+        "fractions": list(fractions),
+        "resize": resize,
+        "max_per_count": max_per_count,
+        "selection": "file_list" if file_list is not None else "scan",
+    }
+    manifest_path = write_manifest(out, source.description, settings, entries, excluded)
+    report = build_report(entries, excluded, source.description, settings)
+    report_json, report_png = write_report(out, report, chart)
+    return PrepareResult(
+        out_dir=out,
+        photos=photos,
+        excluded=excluded,
+        splits=splits,
+        stats=stats,
+        manifest=manifest_path,
+        report_json=report_json,
+        report_png=report_png,
+        seconds=time.monotonic() - started,
+        report=report,
+    )
+
+
+def summary_text(result: PrepareResult) -> str:
+    """What a person reads after a run: per-split counts, exclusions, what was reused."""
+    report = result.report
+    lines = [f"prepared {report['photos']} photos in {result.out_dir} ({result.seconds:.1f} s)"]
+    lines.append("split        " + " ".join(f"{c:>6}" for c in CLASSES) + "   total")
+    for split in SPLITS:
+        row = report["counts"][split]
+        lines.append(
+            f"{split:12} "
+            + " ".join(f"{row[str(c)]:>6}" for c in CLASSES)
+            + f"  {report['totals'][split]:>6}"
+        )
+    src = report["source_images"]
+    if src.get("width"):
+        lines.append(
+            f"source photos: width {src['width']['min']}-{src['width']['max']}, height "
+            f"{src['height']['min']}-{src['height']['max']}, {src['total_bytes'] / 1e6:.1f} MB; "
+            f"written: {report['written_images']['total_bytes'] / 1e6:.1f} MB"
+        )
+    lines.append(f"excluded: {len(result.excluded)} {report['excluded_by_reason'] or ''}")
+    for x in result.excluded[:10]:
+        lines.append(f"  {x.id}: {x.reason}")
+    if len(result.excluded) > 10:
+        lines.append(f"  ... {len(result.excluded) - 10} more in {result.report_json}")
+    s = result.stats
+    lines.append(
+        f"fetched {s.fetched_images} images + {s.fetched_metadata} metadata, reused "
+        f"{s.reused_images} images, re-fetched {s.refetched_damaged} damaged, retries {s.retries}; "
+        f"wrote {s.written}, kept {s.kept}, removed {s.removed_stale} stale"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Where ABID photos and metadata come from: the public bucket, another S3 API, or a folder.
+
+The rest of the preparation asks a source for keys in ABID's layout (``bin-images/<id>.jpg``,
+``metadata/<id>.json``) and never learns where they live, so the same run works on a laptop with
+a local copy, against the public bucket ``aft-vbi-pds`` without an AWS account (unsigned
+requests), and against a local moto server in the tests. A source says "this object does not
+exist" (``MissingObject``, which excludes the photo) apart from any other failure (which the
+fetch step may retry). boto3 is imported only when an S3 source is built, so the image and
+local runs work without the ``aws`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import abid
+from .records import PrepareError
+
+ABID_BUCKET = abid.BUCKET
+ABID_REGION = "us-east-1"
+
+
+class MissingObject(Exception):
+    """The source has no object under this key (a 404, not a transient failure)."""
+
+
+class Source:
+    """Where photos and metadata come from. ``get`` raises ``MissingObject`` for a 404."""
+
+    description = "?"
+    images_prefix = abid.IMAGES_PREFIX
+    metadata_prefix = abid.METADATA_PREFIX
+
+    def get(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def list_metadata_ids(self) -> Iterator[str]:
+        """Ids of every ``metadata/<id>.json``, in the source's listing order."""
+        raise NotImplementedError
+
+    def image_key(self, image_id: str) -> str:
+        return f"{self.images_prefix}{image_id}.jpg"
+
+    def metadata_key(self, image_id: str) -> str:
+        return f"{self.metadata_prefix}{image_id}.json"
+
+
+class S3Source(Source):
+    """An S3 bucket in ABID's layout; by default the public ``aft-vbi-pds`` without signing.
+
+    Unsigned requests need no AWS account at all. ``endpoint_url`` (or ``AWS_ENDPOINT_URL``,
+    which boto3 reads itself) points it at another S3 API, such as a local moto server.
+    """
+
+    def __init__(
+        self,
+        bucket: str = ABID_BUCKET,
+        *,
+        region: str = ABID_REGION,
+        unsigned: bool = True,
+        endpoint_url: str | None = None,
+        max_connections: int = 32,
+        images_prefix: str = abid.IMAGES_PREFIX,
+        metadata_prefix: str = abid.METADATA_PREFIX,
+        client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.images_prefix = images_prefix
+        self.metadata_prefix = metadata_prefix
+        self.description = f"s3://{bucket}"
+        if client is None:
+            import boto3
+            from botocore import UNSIGNED
+            from botocore.config import Config
+
+            config = Config(
+                signature_version=UNSIGNED if unsigned else None,
+                retries={"max_attempts": 5, "mode": "standard"},
+                max_pool_connections=max_connections,
+            )
+            client = boto3.client(
+                "s3", region_name=region, endpoint_url=endpoint_url, config=config
+            )
+        self.client = client
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise MissingObject(f"s3://{self.bucket}/{key}") from None
+            raise
+
+    def list_metadata_ids(self) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.metadata_prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(self.metadata_prefix) :]
+                if name.endswith(".json") and "/" not in name:
+                    yield name[: -len(".json")]
+
+
+class LocalSource(Source):
+    """A local folder in ABID's layout (``bin-images/`` and ``metadata/`` by default)."""
+
+    def __init__(
+        self, root: str | Path, images_dir: str = "bin-images", metadata_dir: str = "metadata"
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise PrepareError(f"source folder {self.root} does not exist")
+        self.images_prefix = f"{images_dir.strip('/')}/"
+        self.metadata_prefix = f"{metadata_dir.strip('/')}/"
+        self.description = str(self.root)
+
+    def get(self, key: str) -> bytes:
+        path = self.root / key
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise MissingObject(str(path)) from None
+
+    def list_metadata_ids(self) -> Iterator[str]:
+        folder = self.root / self.metadata_prefix
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.json")):
+                yield path.stem
