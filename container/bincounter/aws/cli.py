@@ -61,14 +61,27 @@ def _channels_parent() -> argparse.ArgumentParser:
     return parent
 
 
-def _channels(args: argparse.Namespace, config: AwsConfig, test: bool) -> dict[str, str]:
+def _channels(
+    args: argparse.Namespace, config: AwsConfig, test: bool, *, local: bool = False
+) -> dict[str, str]:
+    """Channel name -> URI from ``--data`` and the per-channel flags (which win).
+
+    For a cloud job ``--data`` is an S3 prefix (default ``s3://<bucket>/<prefix>/data``) and
+    names all three channels; for local mode it is a prepared folder, and only the channels it
+    holds are passed.
+    """
+    from ..dataprep.layout import SPLITS
     from .s3data import channel_uris
 
-    explicit = {c: getattr(args, c) for c in ("train", "validation", "test") if getattr(args, c)}
+    explicit = {c: getattr(args, c) for c in SPLITS if getattr(args, c)}
     base = args.data
-    if base is None and not {"train", "validation"} <= explicit.keys():
-        base = config.s3_uri("data")
-    channels = channel_uris(base) if base else {}
+    if local:
+        folder = Path(base) if base else None
+        channels = {s: str(folder / s) for s in SPLITS if folder and (folder / s).is_dir()}
+    else:
+        if base is None and not {"train", "validation"} <= explicit.keys():
+            base = config.s3_uri("data")
+        channels = channel_uris(base) if base else {}
     channels.update(explicit)
     if not test or args.no_test:
         channels.pop("test", None)
@@ -99,7 +112,8 @@ def _jobs_parent() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from .jobs import JobSettings, parse_assignments
+    from .inputs import parse_assignments
+    from .jobs import JobSettings
 
     return JobSettings(
         instance_type=args.instance_type,
@@ -175,13 +189,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .jobs import (
-        best_hyperparameters,
-        build_ranges,
-        launch_tuning,
-        parse_assignments,
-        write_hyperparameters_file,
-    )
+    from .inputs import parse_assignments, write_hyperparameters_file
+    from .jobs import best_hyperparameters, launch_tuning
+    from .ranges import build_ranges
 
     config = _config(args)
     ranges = build_ranges(parse_assignments(args.range), defaults=not args.no_default_ranges)
@@ -215,7 +225,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from .jobs import best_hyperparameters, write_hyperparameters_file
+    from .inputs import write_hyperparameters_file
+    from .jobs import best_hyperparameters
 
     config = _config(args)
     best = best_hyperparameters(config, args.tuning_job)
@@ -226,7 +237,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def _hyperparameters(args: argparse.Namespace) -> dict[str, str]:
-    from .jobs import parse_assignments, read_hyperparameters_file
+    from .inputs import parse_assignments, read_hyperparameters_file
 
     values: dict[str, str] = {}
     if args.hyperparameters_file:
@@ -241,23 +252,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .local import local_train
 
         config = _config(args)
-        channels = {
-            c: getattr(args, c) for c in ("train", "validation", "test") if getattr(args, c)
-        }
-        if args.data:
-            channels = {
-                **{
-                    s: str(Path(args.data) / s)
-                    for s in ("train", "validation", "test")
-                    if (Path(args.data) / s).is_dir()
-                },
-                **channels,
-            }
-        if args.no_test:
-            channels.pop("test", None)
         result = local_train(
             args.image or config.image or "bincounter:latest",
-            channels,
+            _channels(args, config, test=True, local=True),
             hyperparameters,
             instance_count=args.instance_count,
             container_root=args.container_root,
@@ -284,7 +281,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .jobs import parse_assignments
+    from .inputs import parse_assignments
 
     environment = parse_assignments(args.env)
     if args.local:
@@ -359,7 +356,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 def cmd_transform(args: argparse.Namespace) -> int:
     from .hosting import transform
-    from .jobs import parse_assignments
+    from .inputs import parse_assignments
 
     launch = transform(
         _config(args),

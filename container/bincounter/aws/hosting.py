@@ -27,7 +27,8 @@ from typing import Any
 
 from .. import IMAGE_SUFFIXES
 from .config import AwsConfig
-from .jobs import LaunchError, timestamped
+from .inputs import LaunchError
+from .jobs import timestamped
 
 log = logging.getLogger(__name__)
 

@@ -1,214 +1,48 @@
 """Training and tuning jobs on the bincounter image, with SageMaker Python SDK v3.
 
+This is the one module that turns checked launch inputs into SDK objects and requests, so the
+SDK's sharp edges are handled in one place (see ``shared/notes/sagemaker-sdk-v3.md``): the
+tuner ignores the trainer's metric definitions, so they go to the tuner; channels go to
+``tuner.tune(inputs=...)``; tuning jobs get an explicit name (the default has minute
+resolution); a cloud trainer constructs offline only with a region, a role ARN and an explicit
+output config. Every training job of a tuning job gets the same checkpoint S3 URI: the
+container keeps each job's checkpoints under its ``TRAINING_JOB_NAME`` inside
+``/opt/ml/checkpoints``, so parallel jobs never resume each other.
+
 * ``launch_training(config, channels, hyperparameters, settings)`` -> ``TrainingLaunch``
-  (job name, model artifact URI). ``ModelTrainer`` from ``sagemaker.train``.
-* ``launch_tuning(config, channels, ranges, static, settings, ...)`` -> ``TuningLaunch``.
+  (job name, model artifact URI), with ``ModelTrainer`` from ``sagemaker.train``.
+* ``launch_tuning(config, channels, ranges, static, settings, ...)`` -> ``TuningLaunch``, with
   ``HyperparameterTuner`` from ``sagemaker.train.tuner``; objective ``validation:accuracy``
-  maximised, metric definitions imported from ``bincounter.metrics`` (the regexes the container's
-  log lines were written for).
-* ``best_hyperparameters(config, tuning_job)`` -> the best job's hyperparameters, written by
-  ``write_hyperparameters_file`` and read back by ``read_hyperparameters_file`` for ``train``.
+  maximised, metric definitions from ``bincounter.training.metrics`` (the regexes the
+  container's log lines were written for).
+* ``best_hyperparameters(config, tuning_job)`` -> the best job's hyperparameters, which
+  ``inputs.write_hyperparameters_file`` writes for ``train`` to read back.
 
-Hyperparameters are validated with the container's own ``parse_hyperparameters`` before any
-request is sent, so a typo fails on the laptop in a second instead of in a paid job, and tuning
-ranges must name ``HyperParameters`` fields and have bounds the container accepts.
-
-SDK sharp edges handled here (see ``shared/notes/sagemaker-sdk-v3.md``): the tuner ignores the
-trainer's metric definitions, so they go to the tuner; channels go to ``tuner.tune(inputs=...)``;
-tuning jobs get an explicit name (the default has minute resolution); a cloud trainer constructs
-offline only with a region, a role ARN and an explicit output config. Every training job of a
-tuning job gets the same checkpoint S3 URI: the container keeps each job's checkpoints under its
-``TRAINING_JOB_NAME`` inside ``/opt/ml/checkpoints``, so parallel jobs never resume each other.
+Hyperparameters and ranges are checked first (``inputs``, ``ranges``), so a mistake fails
+before any request is sent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..errors import HyperparameterError, UserError
-from ..training.hyperparameters import (
-    HyperParameters,
-    own_hyperparameters,
-    parse_hyperparameters,
-)
+from ..errors import HyperparameterError
+from ..training.hyperparameters import own_hyperparameters
 from ..training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
-from .config import AwsConfig, LaunchConfigError
+from .config import AwsConfig
+from .inputs import LaunchError, validate_hyperparameters
+from .ranges import RangeSpec, validate_ranges
 
 log = logging.getLogger(__name__)
 
-#: The capstone's search space; ``--range`` overrides or extends it.
-DEFAULT_RANGES: dict[str, str] = {
-    "lr": "0.001:0.1:log",
-    "batch_size": "16,32,64",
-    "epochs": "2:6",
-}
 TUNING_NAME_MAX = 32
 JOB_NAME_MAX = 63
-
-
-class LaunchError(UserError):
-    """A launch request is inconsistent (spot without wait time, bad range, ...)."""
-
-
-# --------------------------------------------------------------------------- hyperparameters
-
-
-def validate_hyperparameters(raw: Mapping[str, Any]) -> dict[str, str]:
-    """Check ``raw`` as the container will, and return it as the strings SageMaker carries.
-
-    Only the keys given are returned (the rest keep the image's defaults); values are in the
-    canonical form ``HyperParameters.to_strings`` writes (``"0.01"``, ``"true"``), so what
-    CreateTrainingJob carries parses back to the same values in the container.
-    """
-    own = own_hyperparameters(raw)
-    parsed = parse_hyperparameters(own)  # HyperparameterError names the parameter
-    strings = parsed.to_strings()
-    return {k: strings[k] for k in own}
-
-
-def parse_assignments(items: list[str] | None) -> dict[str, str]:
-    """``["lr=0.01", "epochs=3"]`` -> ``{"lr": "0.01", "epochs": "3"}``."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise LaunchError(f"{item!r} is not NAME=VALUE")
-        out[name.strip()] = value.strip()
-    return out
-
-
-def read_hyperparameters_file(path: str | Path) -> dict[str, str]:
-    """Hyperparameters from a JSON file: ``tune``'s output (``{"hyperparameters": {...}}``)
-    or a plain ``{"name": value}`` mapping."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise LaunchError(f"cannot read hyperparameters file {path}: {exc}") from None
-    if isinstance(data, dict) and isinstance(data.get("hyperparameters"), dict):
-        data = data["hyperparameters"]
-    if not isinstance(data, dict):
-        raise LaunchError(f"{path} must hold a JSON object of hyperparameters")
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
-
-
-def write_hyperparameters_file(path: str | Path, best: Mapping[str, Any]) -> Path:
-    """Write ``best`` (as ``best_hyperparameters`` returns it) for ``train`` to read."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(best, indent=2, sort_keys=True) + "\n")
-    return out
-
-
-# --------------------------------------------------------------------------- ranges
-
-
-@dataclass(frozen=True)
-class RangeSpec:
-    """One tuning range: continuous/integer ``low:high[:log]`` or categorical ``a,b,c``."""
-
-    name: str
-    kind: str  # "continuous" | "integer" | "categorical"
-    low: float | int | None = None
-    high: float | int | None = None
-    values: tuple[str, ...] = ()
-    scaling: str = "Auto"
-
-    def to_sdk(self) -> Any:
-        from sagemaker.core.parameter import (
-            CategoricalParameter,
-            ContinuousParameter,
-            IntegerParameter,
-        )
-
-        if self.kind == "categorical":
-            return CategoricalParameter(list(self.values))
-        cls = IntegerParameter if self.kind == "integer" else ContinuousParameter
-        return cls(self.low, self.high, scaling_type=self.scaling)
-
-
-def parse_range(name: str, spec: str) -> RangeSpec:
-    """``"0.001:0.1:log"`` continuous (log scale), ``"2:6"`` integer, ``"16,32,64"`` categorical.
-
-    A range of integers is an integer range; add ``:linear``/``:log`` to pick a scale, and write
-    ``2.0:6.0`` for a continuous range of whole numbers.
-    """
-    spec = spec.strip()
-    if ":" in spec:
-        parts = spec.split(":")
-        if len(parts) not in (2, 3):
-            raise LaunchError(f"range {name}={spec!r}: use low:high[:log|linear|auto]")
-        scale = {
-            "log": "Logarithmic",
-            "linear": "Linear",
-            "auto": "Auto",
-            "reverselog": "ReverseLogarithmic",
-        }
-        scaling = "Auto"
-        if len(parts) == 3:
-            if parts[2].lower() not in scale:
-                raise LaunchError(f"range {name}={spec!r}: scale must be one of {sorted(scale)}")
-            scaling = scale[parts[2].lower()]
-        try:
-            if all(p.strip().lstrip("-").isdigit() for p in parts[:2]):
-                low, high = int(parts[0]), int(parts[1])
-                kind = "integer"
-            else:
-                low, high = float(parts[0]), float(parts[1])
-                kind = "continuous"
-        except ValueError:
-            raise LaunchError(f"range {name}={spec!r}: bounds must be numbers") from None
-        if not low < high:
-            raise LaunchError(f"range {name}={spec!r}: low must be below high")
-        if scaling == "Logarithmic" and low <= 0:
-            raise LaunchError(f"range {name}={spec!r}: a log scale needs low > 0")
-        return RangeSpec(name, kind, low, high, scaling=scaling)
-    values = tuple(v.strip() for v in spec.split(",") if v.strip())
-    if not values:
-        raise LaunchError(f"range {name}={spec!r} is empty")
-    return RangeSpec(name, "categorical", values=values)
-
-
-def build_ranges(
-    overrides: Mapping[str, str] | None = None, *, defaults: bool = True
-) -> dict[str, RangeSpec]:
-    """Default capstone ranges updated by ``overrides``; an empty spec drops a default."""
-    specs = dict(DEFAULT_RANGES) if defaults else {}
-    for name, spec in (overrides or {}).items():
-        if spec.strip() in ("", "none", "off"):
-            specs.pop(name, None)
-        else:
-            specs[name] = spec
-    return {name: parse_range(name, spec) for name, spec in specs.items()}
-
-
-def validate_ranges(ranges: Mapping[str, RangeSpec], static: Mapping[str, str]) -> None:
-    """Every range names a ``HyperParameters`` field, and every bound/value is one the
-    container accepts together with the static hyperparameters (fail before launching)."""
-    if not ranges:
-        raise LaunchError("no hyperparameter ranges to tune")
-    unknown = sorted(set(ranges) - set(HyperParameters.model_fields))
-    if unknown:
-        raise HyperparameterError(
-            f"tuning range(s) {unknown} are not hyperparameters; known: "
-            + ", ".join(HyperParameters.model_fields)
-        )
-    overlap = sorted(set(ranges) & set(static))
-    if overlap:
-        raise LaunchError(
-            f"{overlap} are both tuned and fixed: give each either a range or a value"
-        )
-    for name, spec in ranges.items():
-        samples = spec.values if spec.kind == "categorical" else (spec.low, spec.high)
-        for value in samples:
-            parse_hyperparameters({**static, name: str(value)})
 
 
 # --------------------------------------------------------------------------- settings
@@ -319,6 +153,20 @@ def build_trainer(
     return trainer
 
 
+def _sdk_range(spec: RangeSpec) -> Any:
+    """The SDK's parameter object for one range."""
+    from sagemaker.core.parameter import (
+        CategoricalParameter,
+        ContinuousParameter,
+        IntegerParameter,
+    )
+
+    if spec.kind == "categorical":
+        return CategoricalParameter(list(spec.values))
+    cls = IntegerParameter if spec.kind == "integer" else ContinuousParameter
+    return cls(spec.low, spec.high, scaling_type=spec.scaling)
+
+
 def _metric_definitions() -> list[Any]:
     from sagemaker.core.training.configs import MetricDefinition
 
@@ -419,7 +267,7 @@ def launch_tuning(
         model_trainer=trainer,
         objective_metric_name=OBJECTIVE_METRIC,
         objective_type="Maximize",
-        hyperparameter_ranges={n: r.to_sdk() for n, r in ranges.items()},
+        hyperparameter_ranges={n: _sdk_range(r) for n, r in ranges.items()},
         metric_definitions=[dict(m) for m in METRIC_DEFINITIONS],
         strategy=strategy,
         max_jobs=max_jobs,
@@ -515,22 +363,14 @@ def wait_for_tuning(config: AwsConfig, name: str, poll: float = 60, client: Any 
 
 
 __all__ = [
-    "DEFAULT_RANGES",
     "JobSettings",
-    "LaunchConfigError",
-    "LaunchError",
-    "RangeSpec",
     "TrainingLaunch",
     "TuningLaunch",
     "best_from_descriptions",
     "best_hyperparameters",
-    "build_ranges",
+    "build_trainer",
     "launch_training",
     "launch_tuning",
-    "parse_assignments",
-    "parse_range",
-    "read_hyperparameters_file",
-    "validate_hyperparameters",
-    "validate_ranges",
-    "write_hyperparameters_file",
+    "timestamped",
+    "wait_for_tuning",
 ]

@@ -41,7 +41,7 @@ from typing import Any
 
 from ..errors import UserError
 from .hosting import VARIANT
-from .jobs import validate_hyperparameters
+from .inputs import validate_hyperparameters
 
 log = logging.getLogger(__name__)
 
