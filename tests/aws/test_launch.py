@@ -24,7 +24,8 @@ import boto3
 import pytest
 
 from bincounter.aws.cli import main
-from bincounter.aws.jobs import best_from_descriptions, write_hyperparameters_file
+from bincounter.aws.inputs import write_hyperparameters_file
+from bincounter.aws.jobs import best_from_descriptions
 from bincounter.training.hyperparameters import parse_hyperparameters
 from bincounter.training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 
@@ -61,6 +62,7 @@ def _recorded_metrics(definitions: list[dict[str, str]]) -> list[dict[str, str]]
 # --------------------------------------------------------------------------- tune + train
 
 
+@pytest.mark.slow
 def test_tune_request_then_best_file_read_by_train(
     moto_server: RecordingMotoServer, tmp_path: Path, capsys
 ):
@@ -212,6 +214,7 @@ def test_tune_request_then_best_file_read_by_train(
     assert f"training job: {request['TrainingJobName']}" in out
 
 
+@pytest.mark.slow
 def test_train_request_carries_image_channels_hps_metrics_spot_and_checkpoints(
     moto_server: RecordingMotoServer, capsys
 ):
@@ -282,6 +285,7 @@ def test_train_request_carries_image_channels_hps_metrics_spot_and_checkpoints(
     assert f"model artifact: s3://{BUCKET}/bc/output/{name}/output/model.tar.gz" in out
 
 
+@pytest.mark.slow
 def test_bad_hyperparameter_or_spot_settings_fail_before_any_request(
     moto_server: RecordingMotoServer, capsys
 ):
@@ -296,6 +300,7 @@ def test_bad_hyperparameter_or_spot_settings_fail_before_any_request(
 # --------------------------------------------------------------------------- deploy + delete
 
 
+@pytest.mark.slow
 def test_deploy_creates_model_config_endpoint_and_delete_removes_all_three(
     moto_server: RecordingMotoServer, capsys
 ):
@@ -366,6 +371,7 @@ def test_deploy_creates_model_config_endpoint_and_delete_removes_all_three(
     assert "nothing named 'bc-endpoint'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_transform_request(moto_server: RecordingMotoServer, capsys):
     model_data = f"s3://{BUCKET}/bc/output/job-2/output/model.tar.gz"
     out = _run(
@@ -421,6 +427,7 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_invoke_local_sends_every_photo_of_a_folder(tmp_path: Path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -457,6 +464,7 @@ def test_invoke_local_unreachable_server_is_a_user_error(tmp_path: Path, capsys)
 # --------------------------------------------------------------------------- configuration
 
 
+@pytest.mark.slow
 def test_missing_role_says_how_to_set_it(moto_server: RecordingMotoServer, capsys):
     before = len(moto_server.calls("CreateTrainingJob"))
     flags = ["--region", REGION, "--bucket", BUCKET, "--image", IMAGE]
@@ -469,6 +477,7 @@ def test_missing_role_says_how_to_set_it(moto_server: RecordingMotoServer, capsy
     assert len(moto_server.calls("CreateTrainingJob")) == before
 
 
+@pytest.mark.slow
 def test_config_file_supplies_settings(moto_server: RecordingMotoServer, tmp_path: Path, capsys):
     config = tmp_path / "aws.toml"
     config.write_text(
@@ -494,6 +503,7 @@ def _script_env(server: RecordingMotoServer, **overrides: str | None) -> dict[st
     return env
 
 
+@pytest.mark.slow
 def test_scripts_end_to_end_as_subprocesses(moto_server: RecordingMotoServer, tmp_path: Path):
     """scripts/train_job.py and scripts/deploy.py as a person runs them, configured only by
     the environment; then without a region they fail saying how to set one."""
@@ -571,6 +581,7 @@ def test_scripts_end_to_end_as_subprocesses(moto_server: RecordingMotoServer, tm
     assert "--region" in failed.stderr and "BINCOUNTER_REGION" in failed.stderr
 
 
+@pytest.mark.slow
 def test_deploy_with_autoscaling_registers_target_tracking_and_delete_removes_it(
     moto_server: RecordingMotoServer, capsys
 ):

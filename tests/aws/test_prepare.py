@@ -25,7 +25,8 @@ from bincounter.training.data import discover_channel
 from .conftest import BUCKET, PER_COUNT, REGION, AbidSeed
 from support import REPO
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+#: Every test here goes through a moto server seeded with real photos.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 def _sha(path: Path) -> str:
