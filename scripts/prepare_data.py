@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Thin wrapper: `bincounter-aws prepare` (see docs/aws.md; logic in bincounter.aws)."""
+"""Thin wrapper: `bincounter-aws prepare` (see docs/aws.md; logic in bincounter.dataprep)."""
 
 import sys
 from pathlib import Path

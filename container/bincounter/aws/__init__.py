@@ -1,17 +1,20 @@
-"""Launch side of bincounter: data preparation and SageMaker jobs (SDK v3), one module each.
+"""Launch side of bincounter: SageMaker jobs and endpoints (SDK v3) from a laptop or CI.
 
-Needs the ``aws`` extra (``pip install -e '.[aws]'``: boto3 and the pinned ``sagemaker-core``,
-``sagemaker-train``, ``sagemaker-serve``); the image does not. Modules, imported lazily so that
-``--help`` and data preparation start fast:
+Kept apart from the image's code because it needs the ``aws`` extra (``pip install -e
+'.[aws]'``: boto3 and the pinned ``sagemaker-core``, ``sagemaker-train``, ``sagemaker-serve``)
+and the image does not. Data preparation is ``bincounter.dataprep`` (it runs here, in the
+quickstart, and in a Processing job alike); ``bincounter-aws prepare`` only calls it. Modules,
+imported lazily so that ``--help`` starts fast; the first three are pure (no SDK, no AWS call):
 
 * ``config``   region / role ARN / bucket / image URI / prefix from flags, environment or one
   config file; a missing value fails with how to set it.
-* ``prepare``  ABID (public bucket ``aft-vbi-pds``, unsigned, or a local folder) -> verified,
-  stratified ``train``/``validation``/``test`` channels ``<split>/<count>/<id>.jpg``, manifest
-  with checksums, data report (JSON + PNG). Resumable.
+* ``inputs``   ``NAME=VALUE`` items, hyperparameter files and values, checked with the
+  container's own parser; ``LaunchError``.
+* ``ranges``   tuning ranges (``low:high[:log]``, ``a,b,c``) parsed and checked against the
+  container; the default search space.
 * ``s3data``   upload of prepared channels (multipart, concurrent, skips unchanged objects).
-* ``jobs``     training (``ModelTrainer``) and tuning (``HyperparameterTuner``) jobs; best
-  hyperparameters to a JSON file ``train`` reads.
+* ``jobs``     training (``ModelTrainer``) and tuning (``HyperparameterTuner``) jobs; the best
+  hyperparameters of a tuning job.
 * ``hosting``  deploy (Model + EndpointConfig + Endpoint, data capture, autoscaling, start-up
   health-check timeout), delete, invoke, batch transform.
 * ``local``    SageMaker local mode with a locally built image, for the container tests:
