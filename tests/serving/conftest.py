@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bincounter.model import build_model, save_model
-from bincounter.serving.app import create_app
+from bincounter.serving.app import close_app, create_app
 from bincounter.serving.config import ServingConfig
 from bincounter.serving.predictor import Predictor
 
@@ -43,7 +43,7 @@ def client(serving_config: ServingConfig, predictor: Predictor):
     app = create_app(serving_config, predictor)
     app.testing = True
     yield app.test_client()
-    app.extensions["bincounter"]["batcher"].close()
+    close_app(app)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from PIL import Image
 
 from bincounter.imaging import load_and_preprocess
 from bincounter.model import CARD_FILE, load_model, sha256_file
-from bincounter.serving.app import SUPPORTED_TYPES
+from bincounter.serving.codec import SUPPORTED_TYPES
 from bincounter.serving.config import ServingConfig, cpu_count
 
 from .conftest import make_model_dir
