@@ -30,7 +30,9 @@ def small_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def predictor(small_model_dir: Path) -> Predictor:
-    return Predictor.load(small_model_dir, warmup_batch_sizes=(1, 2))
+    # Eager: the in-process tests check the HTTP contract, and freezing a ResNet graph costs
+    # seconds. The frozen graph is checked in test_engines.py and served in test_server.py.
+    return Predictor.load(small_model_dir, engine="eager", warmup_batch_sizes=(1, 2))
 
 
 @pytest.fixture(scope="session")

@@ -279,6 +279,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
     log = server.log()
     assert "Handling signal: term" in log and "Shutting down: Master" in log
     assert "WORKER TIMEOUT" not in log
+    assert "batcher stopped" in log  # gunicorn's worker_exit closed the batcher thread
     # Answered before the worker left, and gone well inside SageMaker's 30 s before SIGKILL.
     assert answered_s < exit_s < 15, f"answered {answered_s:.1f} s, exited {exit_s:.1f} s"
 
