@@ -73,11 +73,11 @@ def create_app(
     """
     config = config or ServingConfig.from_environment()
     batcher = start_batcher(config, predictor)
-    info = batcher.model.info  # type: ignore[union-attr]
+    info = batcher.model.info
 
     app = Flask("bincounter.serving")
     app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes
-    app.wsgi_app = FinishBody(app.wsgi_app, config.max_payload_bytes + (1 << 20))  # type: ignore[method-assign]
+    app.wsgi_app = FinishBody(app.wsgi_app, config.max_payload_bytes + (1 << 20))
     app.extensions["bincounter"] = {"config": config, "info": info, "batcher": batcher}
 
     @app.before_request

@@ -45,7 +45,8 @@ class ModelServer(Application):
     gunicorn's custom-application form rather than a config module and an app import string, so
     the config is read once, here in the arbiter: the settings come from it
     (``gunicorn_conf.settings``), and each worker, forked from this process, builds its app from
-    the same object.
+    the same object. As with any gunicorn, a ``gunicorn.conf.py`` in the working directory (the
+    image's has none), ``GUNICORN_CMD_ARGS`` and the options after ``serve`` apply on top.
     """
 
     def __init__(self, config: ServingConfig) -> None:
