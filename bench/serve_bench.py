@@ -51,7 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from bincounter.imaging import load_and_preprocess, load_image, preprocess
 from bincounter.model import build_model, load_model, save_model
 from bincounter.serving.config import cpu_count
-from bincounter.serving.predictor import Predictor, softmax64
+from bincounter.serving.engines import softmax64
+from bincounter.serving.predictor import Predictor
 
 from support import ABID, REPO, free_port
 

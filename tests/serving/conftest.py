@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bincounter.model import build_model, save_model
-from bincounter.serving.app import create_app
+from bincounter.serving.app import close_app, create_app
 from bincounter.serving.config import ServingConfig
 from bincounter.serving.predictor import Predictor
 
@@ -30,7 +30,9 @@ def small_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def predictor(small_model_dir: Path) -> Predictor:
-    return Predictor.load(small_model_dir, warmup_batch_sizes=(1, 2))
+    # Eager: the in-process tests check the HTTP contract, and freezing a ResNet graph costs
+    # seconds. The frozen graph is checked in test_engines.py and served in test_server.py.
+    return Predictor.load(small_model_dir, engine="eager", warmup_batch_sizes=(1, 2))
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +45,7 @@ def client(serving_config: ServingConfig, predictor: Predictor):
     app = create_app(serving_config, predictor)
     app.testing = True
     yield app.test_client()
-    app.extensions["bincounter"]["batcher"].close()
+    close_app(app)
 
 
 @pytest.fixture(scope="module")

@@ -122,8 +122,12 @@ def bad_inputs(max_payload_bytes: int = 6 * 1024 * 1024) -> list[BadInput]:
     ]
 
 
+@cache
 def converted_photos() -> dict[str, bytes]:
-    """The same real photo in every mode a camera or editor might send (all must be served)."""
+    """The same real photo in every mode a camera or editor might send (all must be served).
+
+    Made once per session (the conversions take a second or two); do not modify the dict.
+    """
     rgb = Image.open(io.BytesIO(photo_bytes(1))).convert("RGB")
     rgba = rgb.convert("RGBA")
     rgba.putalpha(200)

@@ -6,19 +6,19 @@ Fast: a seeded 64 px model, flask's test client. The same cases run against the 
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import math
-import time
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 from bincounter.imaging import load_and_preprocess
-from bincounter.serving.app import SUPPORTED_TYPES, parse_instances
-from bincounter.serving.predictor import Batcher, Predictor
+from bincounter.serving.app import close_app, create_app
+from bincounter.serving.batcher import Batcher
+from bincounter.serving.codec import SUPPORTED_TYPES, decode_photo
+from bincounter.serving.predictor import Predictor
 
 from .inputs import b64_batch, bad_inputs, converted_photos, photo_bytes
 
@@ -158,83 +158,36 @@ def test_unknown_route_and_method_are_json_4xx(client):
     assert response.status_code == 405 and response.get_json()["error"]
 
 
-def test_parse_instances_tolerates_mime_line_breaks():
-    encoded = base64.encodebytes(b"\xff\xd8\xff" * 100).decode()  # 76-column lines
-    body = json.dumps({"instances": [{"b64": encoded}]}).encode()
-    assert parse_instances(body, 4) == [b"\xff\xd8\xff" * 100]
+def test_only_the_batcher_thread_runs_the_network(serving_config, predictor):
+    # HTTP threads (here: the test client's) stop at numpy pixels; torch runs on one thread.
+    threads: set[int] = set()
 
+    def engine(batch):
+        threads.add(threading.get_ident())
+        return predictor._engine(batch)
 
-def test_batcher_batches_concurrent_work_and_keeps_order(predictor):
-    seen: list[int] = []
-
-    class Spy(Predictor):
-        def predict_batch(self, batch):
-            seen.append(len(batch))
-            return super().predict_batch(batch)
-
-    spy = Spy(predictor._engine, predictor.info)
-    batcher = Batcher(spy, max_batch_size=4, wait_ms=50)
+    app = create_app(serving_config, Predictor(engine, predictor.info))
+    batcher = app.extensions["bincounter"]["batcher"]
     try:
-        tensors = [load_and_preprocess(photo_bytes(i), predictor.info.image_size) for i in range(6)]
-        got = batcher.predict(tensors, timeout=30)
+        client = app.test_client()
+        assert post(client, photo_bytes(0)).status_code == 200
+        batch = b64_batch(photo_bytes(1), photo_bytes(2))
+        assert post(client, batch, "application/json").status_code == 200
+    finally:
+        close_app(app)
+    assert threads == {batcher.thread_id} and threading.get_ident() not in threads
+    assert batcher.closed  # close_app stopped the thread
+
+
+def test_batcher_answers_as_the_predictor_does(predictor):
+    batcher = Batcher(lambda: predictor, max_batch_size=4, wait_ms=50)
+    size = predictor.info.image_size
+    pixels = [decode_photo(photo_bytes(i), size) for i in range(6)]
+    try:
+        got = np.stack([f.result(30) for f in batcher.submit(pixels)])
     finally:
         batcher.close()
-    assert sorted(seen, reverse=True)[0] == 4 and sum(seen) == 6
-    np.testing.assert_allclose(got, predictor.predict_batch(torch.stack(tensors)), atol=1e-5)
-
-
-def test_batcher_failure_fails_the_requests_not_the_thread(predictor):
-    class Broken(Predictor):
-        calls = 0
-
-        def predict_batch(self, batch):
-            Broken.calls += 1
-            if Broken.calls == 1:
-                raise RuntimeError("boom")
-            return super().predict_batch(batch)
-
-    batcher = Batcher(Broken(predictor._engine, predictor.info))
-    tensor = load_and_preprocess(photo_bytes(0), predictor.info.image_size)
-    try:
-        with pytest.raises(RuntimeError, match="boom"):
-            batcher.predict([tensor], timeout=30)
-        assert batcher.predict([tensor], timeout=30).shape == (1, 5)
-    finally:
-        batcher.close()
-
-
-def test_batcher_waits_only_for_requests_it_expects(predictor):
-    seen: list[int] = []
-
-    class Spy(Predictor):
-        def predict_batch(self, batch):
-            seen.append(len(batch))
-            return super().predict_batch(batch)
-
-    batcher = Batcher(Spy(predictor._engine, predictor.info), max_batch_size=4, wait_ms=2000)
-    tensor = load_and_preprocess(photo_bytes(0), predictor.info.image_size)
-    try:
-        # Nobody else announced: a lone request is answered at once, not after wait_ms.
-        started = time.monotonic()
-        batcher.predict([tensor], timeout=30)
-        assert time.monotonic() - started < 1.0 and seen == [1]
-        # A request still decoding was announced: the queued image waits for it, then both
-        # run as one batch, well before wait_ms.
-        seen.clear()
-        batcher.expect(1)
-        first = batcher.submit(tensor)
-        time.sleep(0.2)
-        assert not first.done()
-        started = time.monotonic()
-        batcher.predict([tensor], timeout=30, fulfils=1)
-        first.result(timeout=30)
-        assert time.monotonic() - started < 1.0 and seen == [2]
-        # An announced request that fails to decode withdraws; nobody waits past wait_ms.
-        seen.clear()
-        batcher.expect(1)
-        late = batcher.submit(tensor)
-        batcher.expect(-1)
-        late.result(timeout=1.0)
-        assert seen == [1]
-    finally:
-        batcher.close()
+    expected = predictor.predict_batch(
+        torch.stack([load_and_preprocess(photo_bytes(i), size) for i in range(6)])
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)

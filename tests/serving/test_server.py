@@ -26,7 +26,7 @@ from PIL import Image
 
 from bincounter.imaging import load_and_preprocess
 from bincounter.model import CARD_FILE, load_model, sha256_file
-from bincounter.serving.app import SUPPORTED_TYPES
+from bincounter.serving.codec import SUPPORTED_TYPES
 from bincounter.serving.config import ServingConfig, cpu_count
 
 from .conftest import make_model_dir
@@ -279,6 +279,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
     log = server.log()
     assert "Handling signal: term" in log and "Shutting down: Master" in log
     assert "WORKER TIMEOUT" not in log
+    assert "batcher stopped" in log  # gunicorn's worker_exit closed the batcher thread
     # Answered before the worker left, and gone well inside SageMaker's 30 s before SIGKILL.
     assert answered_s < exit_s < 15, f"answered {answered_s:.1f} s, exited {exit_s:.1f} s"
 

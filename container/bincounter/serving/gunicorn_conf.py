@@ -1,7 +1,7 @@
-"""gunicorn settings, in gunicorn's config-file style (``-c python:bincounter.serving.gunicorn_conf``).
+"""gunicorn settings derived from ``ServingConfig``, and why they are what they are.
 
-Values come from ``ServingConfig`` (the environment), so this file only says how they map onto
-gunicorn and why:
+``server`` hands these to gunicorn as the application's defaults; command-line options and
+``GUNICORN_CMD_ARGS`` still override them, as gunicorn documents.
 
 * ``gthread`` workers: a worker's HTTP threads read and decode requests concurrently and wait on
   the worker's batching thread, which is the only one that computes. A sync worker would serve
@@ -12,53 +12,76 @@ gunicorn and why:
 * ``graceful_timeout`` 20 s: on SIGTERM gunicorn stops accepting, lets in-flight requests
   finish and exits, well inside the 30 s SageMaker waits before SIGKILL.
 * The model is loaded in each worker after the fork (no ``preload_app``): OpenMP thread pools do
-  not survive ``fork``, and a worker that cannot load the model ends the whole server.
+  not survive ``fork``, and a worker that cannot load the model ends the whole server. The
+  config object the arbiter read is inherited by the forked workers, so the environment is read
+  once per server.
+* A worker that exits closes its app's batcher (``worker_exit``): queued requests get their
+  answers and the batcher thread ends before the process does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from bincounter import logs
 from bincounter.serving.config import ServingConfig
 
-_config = ServingConfig.from_environment()
+log = logging.getLogger("bincounter.serving")
 
-bind = [_config.bind]
-workers = _config.workers
-worker_class = "gthread"
-threads = _config.http_threads
-timeout = _config.timeout
-graceful_timeout = _config.graceful_timeout
-keepalive = _config.keepalive
-preload_app = False
-# The heartbeat file lives in memory: a slow overlay /tmp can stall it into false timeouts.
-worker_tmp_dir = (
-    "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-)
-errorlog = "-"
-loglevel = _config.log_level
-accesslog = "-" if _config.access_log else None
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
-proc_name = "bincounter-serve"
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
 
-def on_starting(server) -> None:
-    logs.configure(_config.log_level)
-    logging.getLogger("bincounter.serving").info(
-        "serving %s on %s: %d worker(s) x %d torch thread(s), %d HTTP threads each, engine %s, "
-        "max batch %d, payload limit %g MB",
-        _config.model_dir,
-        _config.bind,
-        _config.workers,
-        _config.compute_threads,
-        _config.http_threads,
-        _config.engine,
-        _config.max_batch_size,
-        _config.max_payload_mb,
-    )
+def settings(config: ServingConfig) -> dict[str, Any]:
+    """gunicorn setting name -> value, hooks included."""
 
+    def on_starting(server: Any) -> None:
+        logs.configure(config.log_level)
+        log.info(
+            "serving %s on %s: %d worker(s) x %d torch thread(s), %d HTTP threads each, "
+            "engine %s, max batch %d, payload limit %g MB",
+            config.model_dir,
+            config.bind,
+            config.workers,
+            config.compute_threads,
+            config.http_threads,
+            config.engine,
+            config.max_batch_size,
+            config.max_payload_mb,
+        )
 
-def post_fork(server, worker) -> None:
-    logs.configure(_config.log_level)
+    def post_fork(server: Any, worker: Any) -> None:
+        logs.configure(config.log_level)
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        app = getattr(worker, "wsgi", None)  # absent when the app failed to load
+        if app is not None:
+            from bincounter.serving.app import close_app
+
+            close_app(app)
+            log.info("worker %d: batcher stopped", worker.pid)
+
+    return {
+        "bind": [config.bind],
+        "workers": config.workers,
+        "worker_class": "gthread",
+        "threads": config.http_threads,
+        "timeout": config.timeout,
+        "graceful_timeout": config.graceful_timeout,
+        "keepalive": config.keepalive,
+        "preload_app": False,
+        # The heartbeat file lives in memory: a slow overlay /tmp can stall it into false
+        # timeouts.
+        "worker_tmp_dir": (
+            "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        ),
+        "errorlog": "-",
+        "loglevel": config.log_level,
+        "accesslog": "-" if config.access_log else None,
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "proc_name": "bincounter-serve",
+        "on_starting": on_starting,
+        "post_fork": post_fork,
+        "worker_exit": worker_exit,
+    }

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
+
+from gunicorn.app.base import Application
 
 from .. import logs
 from ..errors import UserError
 from .config import ServingConfig
+from .gunicorn_conf import settings
 
 log = logging.getLogger("bincounter.serving")
-
-CONFIG_MODULE = "python:bincounter.serving.gunicorn_conf"
-APP_SPEC = "bincounter.serving.app:create_app()"
 
 
 def preflight(config: ServingConfig) -> None:
@@ -38,6 +39,30 @@ def preflight(config: ServingConfig) -> None:
     verify_model_files(config.model_dir)
 
 
+class ModelServer(Application):
+    """gunicorn, configured from the ``ServingConfig`` this process read, serving ``create_app``.
+
+    gunicorn's custom-application form rather than a config module and an app import string, so
+    the config is read once, here in the arbiter: the settings come from it
+    (``gunicorn_conf.settings``), and each worker, forked from this process, builds its app from
+    the same object. As with any gunicorn, a ``gunicorn.conf.py`` in the working directory (the
+    image's has none), ``GUNICORN_CMD_ARGS`` and the options after ``serve`` apply on top.
+    """
+
+    def __init__(self, config: ServingConfig) -> None:
+        self.serving_config = config
+        super().__init__("%(prog)s [OPTIONS]", prog="bincounter serve")
+
+    def init(self, parser: Any, opts: Any, args: Any) -> dict[str, Any]:
+        # The defaults; gunicorn applies a config file, GUNICORN_CMD_ARGS and options on top.
+        return settings(self.serving_config)
+
+    def load(self) -> Any:
+        from .app import create_app
+
+        return create_app(self.serving_config)
+
+
 def run_server(argv: list[str] | None = None) -> int:
     """Run the model server until it is stopped; returns the process exit status.
 
@@ -52,12 +77,10 @@ def run_server(argv: list[str] | None = None) -> int:
         log.critical("cannot serve: %s", exc.reason)
         return 1
 
-    from gunicorn.app.wsgiapp import WSGIApplication
-
     saved = sys.argv
-    sys.argv = ["bincounter serve", "-c", CONFIG_MODULE, *(argv or []), APP_SPEC]
+    sys.argv = ["bincounter serve", *(argv or [])]
     try:
-        WSGIApplication("%(prog)s [OPTIONS]", prog="bincounter serve").run()
+        ModelServer(config).run()
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

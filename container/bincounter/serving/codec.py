@@ -1,0 +1,215 @@
+"""What ``/invocations`` accepts and answers: request bodies in, JSON out, refusals as 4xx.
+
+Everything that decides whether a request is well formed lives here, so the routes read as the
+contract and every refusal is a ``ClientError`` with a status, a stable ``error`` name and a
+message that names the fault (the tests match on both). A photo's real format is sniffed from
+its bytes, never trusted from ``Content-Type``. Decoding stops at ``uint8`` numpy pixels: this
+code runs on HTTP threads, which must not run torch (see ``batcher``).
+
+Every answer, good or bad, is JSON; an error body is ``{"error", "message", "request_id"}`` and
+is logged with the same request id, so a client's report leads to its log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from flask import Response, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .. import CLASSES
+from ..imaging import ImageError, load_image, preprocess_array
+
+log = logging.getLogger("bincounter.serving")
+
+#: Single-photo content types; the real format is sniffed from the bytes (JPEG or PNG).
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
+JSON_TYPE = "application/json"
+SUPPORTED_TYPES = (*IMAGE_TYPES, JSON_TYPE)
+
+
+class ClientError(Exception):
+    """A request we refuse, with the HTTP status and a message naming the problem."""
+
+    def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.extra = extra
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def negotiate() -> str:
+    """The request's content type, or 415/406 if we cannot read it or cannot answer in JSON."""
+    content_type = request.mimetype
+    if content_type not in SUPPORTED_TYPES:
+        raise ClientError(
+            415,
+            "unsupported_content_type",
+            f"Content-Type {content_type or '(none)'!r} is not supported; "
+            f"use one of {', '.join(SUPPORTED_TYPES)}",
+            supported=list(SUPPORTED_TYPES),
+        )
+    if request.headers.get("Accept", "").strip() and not request.accept_mimetypes.best_match(
+        [JSON_TYPE]
+    ):
+        raise ClientError(
+            406,
+            "not_acceptable",
+            f"Accept {request.headers['Accept']!r} cannot be served; responses are {JSON_TYPE}",
+            supported=[JSON_TYPE],
+        )
+    return content_type
+
+
+def read_body(limit: int) -> bytes:
+    """The request body, or 413 once it is known to exceed ``limit`` bytes.
+
+    With ``Content-Length`` that is decided before reading. A chunked body has no length, and
+    werkzeug would silently cut it at the limit (a truncated photo, reported as corrupt), so it
+    is read here from the server's stream (gunicorn de-chunks it) up to one byte past the limit.
+    """
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise RequestEntityTooLarge()
+        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = stream.read(min(1 << 20, limit + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(parts)
+
+
+def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
+    """``{"instances": [{"b64": "..."}, ...]}`` -> the photos' bytes, or a 400 naming the fault."""
+    if not body:
+        raise ClientError(400, "empty_body", "empty body: expected a JSON object with 'instances'")
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ClientError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
+    shape = 'expected {"instances": [{"b64": "<base64 JPEG or PNG>"}, ...]}'
+    if not isinstance(document, dict) or not isinstance(document.get("instances"), list):
+        raise ClientError(400, "bad_json_schema", f"{shape}; got no 'instances' list")
+    instances = document["instances"]
+    if not instances:
+        raise ClientError(400, "bad_json_schema", f"{shape}; 'instances' is empty")
+    if len(instances) > max_instances:
+        raise ClientError(
+            400,
+            "too_many_instances",
+            f"{len(instances)} instances in one request; the limit is {max_instances}",
+        )
+    photos = []
+    for i, instance in enumerate(instances):
+        if not isinstance(instance, dict) or not isinstance(instance.get("b64"), str):
+            raise ClientError(
+                400, "bad_json_schema", f"instances[{i}] must be an object with a string 'b64'"
+            )
+        text = "".join(instance["b64"].split())  # tolerate MIME line breaks, nothing else
+        try:
+            photos.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise ClientError(
+                400, "malformed_base64", f"instances[{i}].b64 is not valid base64: {exc}"
+            ) from None
+    return photos
+
+
+def read_photos(content_type: str, limit: int, max_instances: int) -> list[bytes]:
+    """The photos a request carries: its body, or each instance of a JSON batch."""
+    body = read_body(limit)
+    if content_type == JSON_TYPE:
+        return parse_instances(body, max_instances)
+    return [body]
+
+
+def decode_photo(photo: bytes, image_size: int, where: str = "") -> np.ndarray:
+    """Photo bytes -> ``uint8 [S, S, 3]`` (the training preprocessing), or 400 ``bad_image``.
+
+    ``where`` prefixes the message (``"instances[1]: "``) so a batch says which photo failed.
+    """
+    try:
+        return preprocess_array(load_image(photo, image_size), image_size)
+    except ImageError as exc:
+        raise ClientError(400, "bad_image", f"{where}{exc.reason}") from None
+    except Exception as exc:  # a decoder failing on hostile bytes is still bad input
+        log.warning(
+            "request_id=%s decoder raised %s",
+            g.get("request_id"),
+            type(exc).__name__,
+            exc_info=True,
+        )
+        raise ClientError(
+            400, "bad_image", f"{where}image could not be decoded ({type(exc).__name__})"
+        ) from None
+
+
+def decode_photos(photos: Sequence[bytes], image_size: int, batch: bool) -> list[np.ndarray]:
+    """Every photo decoded in order; in a JSON ``batch`` a failure names its instance."""
+    return [
+        decode_photo(photo, image_size, f"instances[{i}]: " if batch else "")
+        for i, photo in enumerate(photos)
+    ]
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def probabilities_to_prediction(probabilities: Sequence[float], version: str) -> dict[str, Any]:
+    """One photo's answer: the JSON object ``/invocations`` returns for it."""
+    probs = [float(p) for p in probabilities]
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return {
+        "count": int(CLASSES[best]),
+        "probabilities": {str(c): p for c, p in zip(CLASSES, probs, strict=True)},
+        "confidence": probs[best],
+        # The mean count under the model's distribution: what inventory sums want.
+        "expected_count": float(sum(c * p for c, p in zip(CLASSES, probs, strict=True))),
+        "model_version": version,
+    }
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status=status, mimetype=JSON_TYPE)
+
+
+def predictions_response(probabilities: np.ndarray, version: str, batch: bool) -> Response:
+    """``{"predictions": [...]}`` for a JSON batch, the one prediction for a single photo."""
+    predictions = [probabilities_to_prediction(p, version) for p in probabilities]
+    if batch:
+        return json_response({"predictions": predictions})
+    return json_response(predictions[0])
+
+
+def error_response(status: int, error: str, message: str, **extra: Any) -> Response:
+    """The JSON error body, logged with the request id (5xx as errors, 4xx as warnings)."""
+    request_id = g.get("request_id")
+    level = logging.ERROR if status >= 500 else logging.WARNING
+    log.log(
+        level, "request_id=%s status=%d error=%s message=%s", request_id, status, error, message
+    )
+    response = json_response(
+        {"error": error, "message": message, "request_id": request_id, **extra}, status
+    )
+    if status == 413:
+        # The rest of an oversized body is never read: close instead of draining it.
+        response.headers["Connection"] = "close"
+    return response
