@@ -153,12 +153,13 @@ def test_overrides_replace_extend_or_drop_defaults(overrides, defaults, names):
         assert (ranges["lr"].low, ranges["lr"].high) == (0.01, 0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the kind follows the bounds' spelling, not the field's type, so a "
-    "continuous range on an integer field passes (both ends are whole) and the tuner then "
-    "samples fractions the container rejects",
-)
 def test_continuous_range_on_integer_field_is_rejected():
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="epochs is an integer hyperparameter"):
         validate_ranges({"epochs": parse_range("epochs", "2.0:6.0")}, {})
+
+
+@pytest.mark.parametrize(("spec", "low", "high"), [("1:5", 1.0, 5.0), ("0:3:linear", 0.0, 3.0)])
+def test_whole_bounds_on_a_float_field_make_a_continuous_range(spec, low, high):
+    parsed = parse_range("warmup_epochs", spec)
+    assert (parsed.kind, parsed.low, parsed.high) == ("continuous", low, high)
+    assert isinstance(parsed.low, float)

@@ -48,8 +48,9 @@ class RangeSpec:
 def parse_range(name: str, spec: str) -> RangeSpec:
     """``"0.001:0.1:log"`` continuous (log scale), ``"2:6"`` integer, ``"16,32,64"`` categorical.
 
-    A range of integers is an integer range; add ``:linear``/``:log`` to pick a scale, and write
-    ``2.0:6.0`` for a continuous range of whole numbers.
+    A float hyperparameter always gets a continuous range (``warmup_epochs=0:3`` searches
+    fractions too); otherwise whole bounds make an integer range. ``validate_ranges`` refuses a
+    continuous range on an integer hyperparameter.
     """
     spec = spec.strip()
     if ":" in spec:
@@ -61,8 +62,9 @@ def parse_range(name: str, spec: str) -> RangeSpec:
             if parts[2].lower() not in SCALES:
                 raise LaunchError(f"range {name}={spec!r}: scale must be one of {sorted(SCALES)}")
             scaling = SCALES[parts[2].lower()]
+        whole = all(p.strip().lstrip("-").isdigit() for p in parts[:2])
         try:
-            if all(p.strip().lstrip("-").isdigit() for p in parts[:2]):
+            if whole and _field_type(name) is not float:
                 low, high = int(parts[0]), int(parts[1])
                 kind = "integer"
             else:
@@ -79,6 +81,11 @@ def parse_range(name: str, spec: str) -> RangeSpec:
     if not values:
         raise LaunchError(f"range {name}={spec!r} is empty")
     return RangeSpec(name, "categorical", values=values)
+
+
+def _field_type(name: str) -> type | None:
+    field = HyperParameters.model_fields.get(name)
+    return field.annotation if field is not None and field.annotation in (int, float) else None
 
 
 def build_ranges(
@@ -114,3 +121,9 @@ def validate_ranges(ranges: Mapping[str, RangeSpec], static: Mapping[str, str]) 
         samples = spec.values if spec.kind == "categorical" else (spec.low, spec.high)
         for value in samples:
             parse_hyperparameters({**static, name: str(value)})
+        if spec.kind == "continuous" and _field_type(name) is int:
+            raise LaunchError(
+                f"range {name}={spec.low:g}:{spec.high:g} is continuous but {name} is an integer "
+                "hyperparameter; give whole bounds (e.g. 2:6) so the tuner never samples a "
+                "fraction the container rejects"
+            )
