@@ -1,4 +1,4 @@
-"""The README's promises: its hyperparameter table and its first command."""
+"""The README's promises: its layout table, its hyperparameter table and its first command."""
 
 import os
 import re
@@ -18,6 +18,32 @@ def test_readme_documents_every_hyperparameter_with_its_default():
     for name, field in HyperParameters.model_fields.items():
         assert name in rows, f"README lacks hyperparameter {name}"
         assert rows[name] == repr(field.default), f"README default of {name} is stale"
+
+
+def test_readme_layout_table_matches_the_package_tree():
+    """Every subpackage is in the table with its own row, and every row names a real folder."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme.split("## Repository layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `container/bincounter/(\w+)/` \|", layout, re.M))
+    package = REPO / "container" / "bincounter"
+    subpackages = {p.parent.name for p in package.glob("*/__init__.py")}
+    assert listed == subpackages
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    shared_row = next(line for line in layout.splitlines() if "container/bincounter/*.py" in line)
+    assert set(re.findall(r"`(\w+)`", shared_row)) == modules
+
+
+def test_every_subpackage_module_is_in_its_module_map():
+    """The ``__init__`` docstring of each subpackage names each of its modules."""
+    import importlib
+
+    package = REPO / "container" / "bincounter"
+    for init in package.glob("*/__init__.py"):
+        doc = importlib.import_module(f"bincounter.{init.parent.name}").__doc__ or ""
+        for module in init.parent.glob("*.py"):
+            if module.stem != "__init__":
+                named = re.search(rf"``{module.stem}(``|\.)", doc)
+                assert named, f"{module} missing from {init}'s module map"
 
 
 def test_ci_runs_the_readme_test_command():
