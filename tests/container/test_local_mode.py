@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPORT, docker, free_port, materialize
+from conftest import REPORT, docker, materialize
 
-from support import ABID, QUICK_HPS, build_channel
+from support import ABID, QUICK_HPS, build_channel, free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

@@ -18,7 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, REPORT, background_server, docker, free_port, unavailable
+from conftest import REPO, REPORT, background_server, docker, unavailable
+
+from support import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

@@ -17,9 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPORT, docker, free_port, materialize, wait_for
+from conftest import REPORT, docker, materialize, wait_for
 
-from support import ABID, QUICK_HPS, build_tree
+from support import ABID, QUICK_HPS, build_tree, free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
