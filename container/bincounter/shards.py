@@ -18,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 SUFFIX = ".tar"
 IMAGE_EXT = "jpg"
@@ -250,3 +253,64 @@ def is_shard_channel(folder: Path) -> bool:
     """A channel holding ``*.tar`` files is read as shards; photos beside them are an error
     the caller reports (one channel, one layout)."""
     return folder.is_dir() and any(p.is_file() for p in folder.rglob(f"*{SUFFIX}"))
+
+
+# --------------------------------------------------------------------------- who reads what
+
+FULLY_REPLICATED = "FullyReplicated"
+SHARDED_BY_S3_KEY = "ShardedByS3Key"
+
+
+def epoch_order(names: list[str], seed: int, epoch: int) -> list[str]:
+    """The shards in this epoch's order: a seeded permutation, the same on every rank."""
+    order = sorted(names)
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return order
+
+
+def assign_shards(
+    names: list[str],
+    *,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world: int,
+    local_rank: int,
+    local_world: int,
+    distribution: str = FULLY_REPLICATED,
+) -> list[str]:
+    """The shards one process reads this epoch, so that every shard is read exactly once.
+
+    ``FullyReplicated``: every host holds every shard; global rank ``r`` of ``world`` takes
+    every ``world``-th shard of the epoch's order. ``ShardedByS3Key``: SageMaker already gave
+    each host a disjoint share, so only the processes of this host split it, by local rank.
+    Ranks may get unequal sample counts; the training loop's ``Join`` absorbs the tail, as it
+    does for the folder layout.
+    """
+    if distribution not in (FULLY_REPLICATED, SHARDED_BY_S3_KEY):
+        raise ValueError(f"unknown distribution {distribution!r}")
+    if distribution == SHARDED_BY_S3_KEY:
+        rank, world = local_rank, local_world
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside world of {world}")
+    return epoch_order(names, seed, epoch)[rank::world]
+
+
+def shuffled(items: Iterable[T], size: int, rng: random.Random) -> Iterator[T]:
+    """Items in a shuffled order using at most ``size`` in memory (a shuffle buffer).
+
+    ``size <= 1`` keeps the order. A buffer as large as the stream is a full uniform shuffle.
+    """
+    if size <= 1:
+        yield from items
+        return
+    buffer: list[T] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        i = rng.randrange(size)
+        yield buffer[i]
+        buffer[i] = item
+    rng.shuffle(buffer)
+    yield from buffer

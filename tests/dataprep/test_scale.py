@@ -198,3 +198,64 @@ def test_split_key_follows_webdataset():
     assert shards.split_key("a/b/00523.jpg") == ("a/b/00523", "jpg")
     assert shards.split_key("00523.seg.png") == ("00523", "seg.png")
     assert shards.split_key("README") == ("README", "")
+
+
+# --------------------------------------------------------------------------- who reads what
+
+NAMES = [f"train/part-{p:05d}-{i:06d}.tar" for p in range(5) for i in range(3)]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 16])
+@pytest.mark.parametrize("epoch", [0, 1, 7])
+def test_fully_replicated_every_shard_read_once_per_epoch(world, epoch):
+    got = [
+        shards.assign_shards(
+            NAMES, seed=3, epoch=epoch, rank=r, world=world, local_rank=0, local_world=1
+        )
+        for r in range(world)
+    ]
+    flat = [n for g in got for n in g]
+    assert sorted(flat) == sorted(NAMES)
+    assert max(map(len, got)) - min(map(len, got)) <= 1
+
+
+@pytest.mark.parametrize(("hosts", "per_host"), [(2, 1), (2, 2), (3, 4)])
+def test_sharded_by_key_splits_each_hosts_share_among_its_processes(hosts, per_host):
+    shares = [NAMES[h::hosts] for h in range(hosts)]  # what SageMaker hands each host
+    flat = [
+        n
+        for h in range(hosts)
+        for lr in range(per_host)
+        for n in shards.assign_shards(
+            shares[h],
+            seed=1,
+            epoch=2,
+            rank=h * per_host + lr,
+            world=hosts * per_host,
+            local_rank=lr,
+            local_world=per_host,
+            distribution="ShardedByS3Key",
+        )
+    ]
+    assert sorted(flat) == sorted(NAMES)
+
+
+def test_shard_order_changes_per_epoch_and_is_seeded():
+    a = shards.epoch_order(NAMES, 5, 0)
+    assert a == shards.epoch_order(list(reversed(NAMES)), 5, 0)
+    assert a != shards.epoch_order(NAMES, 5, 1) and sorted(a) == sorted(NAMES)
+    with pytest.raises(ValueError, match="rank 2"):
+        shards.assign_shards(NAMES, seed=0, epoch=0, rank=2, world=2, local_rank=0, local_world=1)
+    with pytest.raises(ValueError, match="distribution"):
+        shards.assign_shards(
+            NAMES, seed=0, epoch=0, rank=0, world=1, local_rank=0, local_world=1,
+            distribution="Replicated",
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [0, 1, 10, 1000])
+def test_shuffle_buffer_keeps_every_item_once(size):
+    items = list(range(300))
+    out = list(shards.shuffled(iter(items), size, random.Random(0)))
+    assert sorted(out) == items
+    assert (out == items) == (size <= 1)
