@@ -3,7 +3,7 @@
 Selecting from all of ABID means reading all 536,434 metadata objects, since the count is only
 inside each one. One ``ListObjectsV2`` walk is sequential (a page of 1,000 keys per request,
 each page needing the previous page's last key), so the key space is cut into ranges at fixed
-split points (``metadata/10``, ``metadata/11``, ...) and every range is listed and read on its
+split points (``metadata/000``, ``metadata/001``, ...) and every range is listed and read on its
 own thread. A range's result is saved when it completes, so a killed scan resumes with the
 ranges it had not finished; the metadata files themselves land in the fetch cache, where the
 fetch step finds them again. Split points are never keys themselves (keys end in ``.json``),
@@ -44,8 +44,9 @@ def key_ranges(
 ) -> list[tuple[str | None, str | None]]:
     """Ranges ``(after, before)`` (both exclusive, ``None`` open) covering every key once.
 
-    ``depth=2`` over digits gives 101 ranges: the first (keys before ``<prefix>00``), one per
-    two-digit prefix, and the last (``<prefix>99`` and everything after it).
+    ``depth=3`` over digits gives 1,001 ranges: the first (keys before ``<prefix>000``), one
+    per three-digit prefix, and the last. ABID's ids are five or six digits with leading
+    zeros, so each non-empty range holds about one list page (1,000 keys).
     """
     points = split_points(prefix, depth, alphabet) if depth else []
     bounds: list[str | None] = [None, *points, None]
