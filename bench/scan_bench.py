@@ -102,7 +102,8 @@ def main() -> int:
         from bincounter.dataprep.sources import S3Source
 
         url = f"http://127.0.0.1:{port}"
-        source = S3Source(endpoint_url=url, max_connections=args.workers + 4)
+        # Signed: the fake bucket has no public policy (unsigned GETs would be answered 403).
+        source = S3Source(endpoint_url=url, unsigned=False, max_connections=args.workers + 4)
         print(f"CPU: {cpu_model()} x{os.cpu_count()} ({cpu_flags()})", flush=True)
         print(f"moto server seeded with {args.objects} metadata objects in {seeded:.1f} s")
 
