@@ -1,5 +1,6 @@
-# bincounter: one image for SageMaker training (`docker run IMAGE train`) and serving
-# (`docker run IMAGE serve`, gunicorn + flask on 8080), on CPU and GPU instances.
+# bincounter: one image for SageMaker training (`docker run IMAGE train`), serving
+# (`docker run IMAGE serve`, gunicorn + flask on 8080) and data preparation as a Processing job
+# (ContainerEntrypoint `process`), on CPU and GPU instances.
 # Build args, CUDA/driver requirements and image size: docs/image.md.
 #
 #   docker build -t bincounter .
@@ -97,7 +98,7 @@ COPY container /tmp/src/container
 RUN pip install --no-deps --no-build-isolation --no-compile /tmp/src \
     && python -m compileall -q "$(python -c 'import bincounter, os; print(os.path.dirname(bincounter.__file__))')" \
     && rm -rf /tmp/src /tmp/req
-COPY train serve /opt/program/
+COPY train serve process /opt/program/
 
 WORKDIR /opt/program
 

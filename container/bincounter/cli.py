@@ -1,4 +1,4 @@
-"""Command line: ``train`` and ``serve`` (what SageMaker calls) plus small helpers.
+"""Command line: ``train``, ``serve`` and ``process`` (what SageMaker calls) plus small helpers.
 
 Each subcommand imports only what it needs, so ``serve`` never loads the training code and
 ``--help`` starts at once.
@@ -27,6 +27,13 @@ def serve_command(args: argparse.Namespace) -> int:
     return run_server(args.rest)
 
 
+def process_command(args: argparse.Namespace) -> int:
+    from .dataprep.process import run_processing_job
+
+    logs.configure(stream=sys.stdout)
+    return run_processing_job([*args.extra, *args.rest])
+
+
 def hyperparameters_command(args: argparse.Namespace) -> int:
     from .training.hyperparameters import describe_all
 
@@ -52,13 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="start the model server (gunicorn + flask)")
     serve.add_argument("rest", nargs=argparse.REMAINDER)
     serve.set_defaults(func=serve_command)
+    process = sub.add_parser(
+        "process", help="data preparation as a SageMaker Processing job", add_help=False
+    )
+    process.add_argument("rest", nargs=argparse.REMAINDER)
+    process.set_defaults(func=process_command)
     sub.add_parser("hyperparameters", help="list hyperparameters").set_defaults(
         func=hyperparameters_command
     )
     weights = sub.add_parser("download-weights", help="cache ImageNet weights (image build)")
     weights.add_argument("arch", nargs="+", choices=ARCHITECTURES)
     weights.set_defaults(func=download_weights_command)
-    args = parser.parse_args(argv)
+    # ``process`` passes its own flags through (argparse's REMAINDER stops at a leading "--x")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "process":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     return args.func(args)
 
 

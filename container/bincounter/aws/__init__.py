@@ -13,6 +13,8 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
 * ``ranges``   tuning ranges (``low:high[:log]``, ``a,b,c``) parsed and checked against the
   container; the default search space.
 * ``s3data``   upload of prepared channels (multipart, concurrent, skips unchanged objects).
+* ``processing`` preparation as a SageMaker Processing job: the CreateProcessingJob request
+  (plan parts ``ShardedByS3Key``, N instances), plan upload, and the manifest assembled after.
 * ``jobs``     training (``ModelTrainer``) and tuning (``HyperparameterTuner``) jobs; the best
   hyperparameters of a tuning job.
 * ``hosting``  deploy (Model + EndpointConfig + Endpoint, data capture, autoscaling, start-up
@@ -25,7 +27,7 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
   region="us-east-1") -> LocalEndpoint`` (``.url``, ``.invoke(body, content_type)``,
   ``.delete()``); ``docker_problem() -> str | None``.
 * ``cli``      ``bincounter-aws`` subcommands: prepare, upload, tune, best, train, deploy,
-  delete, invoke, transform (``scripts/`` wraps them).
+  delete, invoke, transform, assemble (``scripts/`` wraps them).
 
 See ``docs/aws.md`` for the workflow.
 """

@@ -108,6 +108,18 @@ def _jobs_parent() -> argparse.ArgumentParser:
     g.add_argument(
         "--hp", action="append", metavar="NAME=VALUE", help="hyperparameter (repeatable)"
     )
+    g.add_argument(
+        "--input-mode",
+        default="File",
+        choices=["File", "FastFile", "Pipe"],
+        help="how channels reach the container (shards: any; photo folders: File, FastFile)",
+    )
+    g.add_argument(
+        "--distribution",
+        action="append",
+        metavar="CHANNEL=TYPE",
+        help="FullyReplicated (default) or ShardedByS3Key per channel, e.g. train=ShardedByS3Key",
+    )
     return parent
 
 
@@ -126,38 +138,51 @@ def _settings(args: argparse.Namespace) -> Any:
         output_uri=args.output_uri,
         base_job_name=args.base_job_name,
         environment=parse_assignments(args.env),
+        input_mode=args.input_mode,
+        distribution=parse_assignments(args.distribution),
     )
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from ..dataprep.pipeline import prepare, summary_text
+def _prepare_source(args: argparse.Namespace) -> Any:
     from ..dataprep.sources import LocalSource, S3Source
 
     if args.source_dir:
-        source = LocalSource(args.source_dir, args.images_dir, args.metadata_dir)
-    else:
-        source = S3Source(
-            args.source_bucket,
-            unsigned=not args.signed,
-            endpoint_url=args.source_endpoint_url,
-            max_connections=args.workers + 4,
-            images_prefix=args.images_dir.strip("/") + "/",
-            metadata_prefix=args.metadata_dir.strip("/") + "/",
-        )
-    fractions = tuple(float(x) for x in args.split.split(","))
+        return LocalSource(args.source_dir, args.images_dir, args.metadata_dir)
+    return S3Source(
+        args.source_bucket,
+        unsigned=not args.signed,
+        endpoint_url=args.source_endpoint_url,
+        max_connections=args.workers + 4,
+        images_prefix=args.images_dir.strip("/") + "/",
+        metadata_prefix=args.metadata_dir.strip("/") + "/",
+    )
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    fractions = tuple(float(x) for x in text.split(","))
     if len(fractions) != 3:
-        raise UserError(f"--split {args.split!r}: give three shares, e.g. 0.8,0.1,0.1")
+        raise UserError(f"--split {text!r}: give three shares, e.g. 0.8,0.1,0.1")
+    return fractions  # type: ignore[return-value]
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    if args.processing:
+        return _prepare_processing(args)
+    if args.layout == "shards" or args.full_scan or args.parts:
+        return _prepare_parts(args)
+    from ..dataprep.pipeline import prepare, summary_text
+
     result = prepare(
-        source,
+        _prepare_source(args),
         args.out,
         file_list=args.file_list,
         max_per_count=args.max_per_count,
         cache_dir=args.cache,
         seed=args.seed,
-        fractions=fractions,  # type: ignore[arg-type]
+        fractions=_fractions(args.split),
         resize=args.resize,
         workers=args.workers,
         progress=not args.no_progress,
@@ -168,6 +193,134 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.upload is not None:
         return _upload(args, args.out, args.upload or None)
     return 0
+
+
+def _check_selection(args: argparse.Namespace) -> None:
+    if not args.file_list and not args.full_scan:
+        raise UserError(
+            "this path selects by a file list or the full metadata scan: give --file-list or "
+            "--full-scan (optionally with --max-per-count)"
+        )
+
+
+def _print_report(manifest: Path, report: dict[str, Any]) -> None:
+    print(f"prepared {report['photos']} photos: {report['totals']}")
+    print(f"excluded: {len(report['excluded'])} {report['excluded_by_reason'] or ''}")
+    for split, numbers in report.get("shards", {}).items():
+        print(f"{split}: {numbers['files']} shards, {numbers['bytes'] / 1e6:.1f} MB")
+    print(f"manifest: {manifest}")
+
+
+def _prepare_parts(args: argparse.Namespace) -> int:
+    """The Processing job's code, run here in-process (plan, every part, manifest)."""
+    from ..dataprep.pipeline import prepare_parts
+
+    _check_selection(args)
+    manifest, report = prepare_parts(
+        _prepare_source(args),
+        args.out,
+        parts=args.parts or 4,
+        layout=args.layout,
+        shard_bytes=int(args.shard_size_mb * 2**20),
+        with_metadata=not args.no_shard_metadata,
+        resize=args.resize,
+        file_list=args.file_list,
+        max_per_count=args.max_per_count,
+        cache_dir=args.cache,
+        seed=args.seed,
+        fractions=_fractions(args.split),
+        depth=args.scan_depth,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    _print_report(manifest, report)
+    if args.upload is not None:
+        return _upload(args, args.out, args.upload or None)
+    return 0
+
+
+def _prepare_processing(args: argparse.Namespace) -> int:
+    """Plan here, process on N instances of a SageMaker Processing job, assemble here."""
+    from ..dataprep.pipeline import plan
+    from .processing import ProcessingSettings, container_arguments, launch_processing
+
+    _check_selection(args)
+    if args.source_dir:
+        raise UserError("--processing reads from S3: a Processing job cannot see --source-dir")
+    config = _config(args)
+    count = args.processing_instance_count
+    planned = plan(
+        _prepare_source(args),
+        args.out,
+        parts=args.parts or 4 * count,
+        file_list=args.file_list,
+        max_per_count=args.max_per_count,
+        cache_dir=args.cache,
+        seed=args.seed,
+        fractions=_fractions(args.split),
+        depth=args.scan_depth,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    output_uri = args.upload or config.s3_uri("data")
+    arguments = container_arguments(
+        layout=args.layout,
+        shard_size_mb=args.shard_size_mb,
+        resize=args.resize,
+        seed=args.seed,
+        with_metadata=not args.no_shard_metadata,
+        source_bucket=args.source_bucket,
+        images_dir=args.images_dir,
+        metadata_dir=args.metadata_dir,
+        workers=args.workers,
+    )
+    launch = launch_processing(
+        config,
+        planned.parts,
+        output_uri,
+        arguments,
+        ProcessingSettings(
+            instance_type=args.processing_instance_type,
+            instance_count=count,
+            volume_size_gb=args.processing_volume_size,
+        ),
+        job_name=args.job_name,
+        wait=args.wait,
+    )
+    print(f"processing job: {launch.job_name} ({launch.status}), plan {launch.plan_uri}")
+    if not args.wait:
+        print(
+            f"when it has completed: bincounter-aws assemble --out {args.out} --data {output_uri}"
+        )
+        return 0
+    return _assemble(
+        config, output_uri, Path(args.out), {"resize": args.resize, "layout": args.layout}
+    )
+
+
+def _assemble(config: AwsConfig, output_uri: str, out: Path, extra: dict[str, Any]) -> int:
+    from ..dataprep.parts import PLAN_DIR, PLAN_SETTINGS
+    from .processing import finish
+    from .s3data import channel_uris
+
+    try:
+        settings = json.loads((out / PLAN_DIR / PLAN_SETTINGS).read_text())
+    except (OSError, ValueError):
+        raise UserError(
+            f"{out / PLAN_DIR / PLAN_SETTINGS} is missing: --out must be the folder the plan was made in"
+        ) from None
+    source = settings.pop("source", "?")
+    manifest, report = finish(config, output_uri, out, source, {**settings, **extra})
+    _print_report(manifest, report)
+    for name, uri in channel_uris(output_uri).items():
+        print(f"channel {name}: {uri}")
+    return 0
+
+
+def cmd_assemble(args: argparse.Namespace) -> int:
+    config = _config(args)
+    extra = {"resize": args.resize, "layout": args.layout}
+    return _assemble(config, args.data or config.s3_uri("data"), Path(args.out), extra)
 
 
 def _upload(args: argparse.Namespace, out: str, target: str | None) -> int:
@@ -413,9 +566,36 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="",
         metavar="S3_URI",
-        help="upload when done (default s3://<bucket>/<prefix>/data)",
+        help="upload when done (default s3://<bucket>/<prefix>/data); with --processing: "
+        "where the job writes the channels",
     )
+    scale = p.add_argument_group("all of ABID: full scan, shards, Processing job")
+    scale.add_argument(
+        "--full-scan", action="store_true", help="read every metadata object (ranges in parallel)"
+    )
+    scale.add_argument("--scan-depth", type=int, default=3, help="key-prefix digits per range")
+    scale.add_argument("--layout", choices=["folders", "shards"], default="folders")
+    scale.add_argument("--shard-size-mb", type=float, default=256.0, help="bytes per tar shard")
+    scale.add_argument("--no-shard-metadata", action="store_true", help="no <id>.json in shards")
+    scale.add_argument("--parts", type=int, help="plan parts (default 4, or 4 per instance)")
+    scale.add_argument(
+        "--processing", action="store_true", help="run the heavy part as a Processing job"
+    )
+    scale.add_argument("--processing-instance-type", default="ml.m5.2xlarge")
+    scale.add_argument("--processing-instance-count", type=int, default=1)
+    scale.add_argument("--processing-volume-size", type=int, default=100, help="EBS GB")
+    scale.add_argument("--job-name", help="processing job name (default timestamped)")
+    scale.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser(
+        "assemble", parents=[config], help="manifest + report after a Processing job ended"
+    )
+    p.add_argument("--out", default="data/prepared", help="the folder prepare planned in")
+    p.add_argument("--data", help="the job's output prefix (default s3://<bucket>/<prefix>/data)")
+    p.add_argument("--layout", choices=["folders", "shards"], default="shards")
+    p.add_argument("--resize", type=int, help="as given to prepare (recorded in the manifest)")
+    p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("upload", parents=[config], help="upload prepared channels to S3")
     p.add_argument("--out", default="data/prepared", help="prepared folder")

@@ -42,6 +42,8 @@ from .ranges import RangeSpec, validate_ranges
 log = logging.getLogger(__name__)
 
 TUNING_NAME_MAX = 32
+INPUT_MODES = ("File", "FastFile", "Pipe")
+DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
 JOB_NAME_MAX = 63
 
 
@@ -63,10 +65,24 @@ class JobSettings:
     base_job_name: str = "bincounter"
     environment: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    #: How every channel reaches the container: ``File`` (copied before the start),
+    #: ``FastFile`` (S3 mounted, read on demand) or ``Pipe`` (streamed through a FIFO); shards
+    #: suit all three, one file per photo only the first two.
+    input_mode: str = "File"
+    #: Channel -> ``FullyReplicated`` (default) or ``ShardedByS3Key`` (each host gets its share
+    #: of the objects; the container reads its own shards either way).
+    distribution: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
         if self.instance_count < 1:
             raise LaunchError(f"instance_count={self.instance_count} must be >= 1")
+        if self.input_mode not in INPUT_MODES:
+            raise LaunchError(f"input mode {self.input_mode!r} is not one of {INPUT_MODES}")
+        for channel, kind in self.distribution.items():
+            if kind not in DISTRIBUTIONS:
+                raise LaunchError(
+                    f"distribution of channel {channel}: {kind!r} is not one of {DISTRIBUTIONS}"
+                )
         if self.max_wait_seconds is not None and not self.spot:
             raise LaunchError("max wait time applies to managed spot only: add --spot or drop it")
         if (
@@ -88,13 +104,31 @@ def timestamped(base: str, max_length: int = JOB_NAME_MAX) -> str:
     return f"{base[: max_length - len(stamp) - 1]}-{stamp}"
 
 
-def _input_data(channels: Mapping[str, str]) -> list[Any]:
-    from sagemaker.core.training.configs import InputData
+def _input_data(
+    channels: Mapping[str, str], distribution: Mapping[str, str] | None = None
+) -> list[Any]:
+    """One ``InputData`` per channel; a channel with a distribution type gets an explicit
+    ``S3DataSource`` (the SDK makes plain URIs ``FullyReplicated``)."""
+    from sagemaker.core.training.configs import InputData, S3DataSource
 
+    distribution = distribution or {}
+    unknown = sorted(set(distribution) - set(channels))
+    if unknown:
+        raise LaunchError(f"distribution given for channel(s) {unknown} that are not passed")
     for name, uri in channels.items():
         if not uri.startswith("s3://"):
             raise LaunchError(f"channel {name}={uri!r} must be an s3:// prefix for a cloud job")
-    return [InputData(channel_name=name, data_source=uri) for name, uri in channels.items()]
+    return [
+        InputData(
+            channel_name=name,
+            data_source=S3DataSource(
+                s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type=distribution[name]
+            )
+            if name in distribution
+            else uri,
+        )
+        for name, uri in channels.items()
+    ]
 
 
 def _check_channels(channels: Mapping[str, str]) -> None:
@@ -147,6 +181,7 @@ def build_trainer(
             else None
         ),
         hyperparameters=dict(hyperparameters),
+        training_input_mode=settings.input_mode,
         environment=dict(settings.environment),
         tags=[Tag(key=k, value=v) for k, v in settings.tags.items()] or None,
     )
@@ -204,7 +239,8 @@ def launch_training(
     trainer = build_trainer(config, strings, settings).with_metric_definitions(
         _metric_definitions()
     )
-    trainer.train(input_data_config=_input_data(channels), wait=wait, logs=logs)
+    inputs = _input_data(channels, settings.distribution)
+    trainer.train(input_data_config=inputs, wait=wait, logs=logs)
     job = trainer._latest_training_job
     job_name = str(job.training_job_name)
     artifact = None
@@ -274,7 +310,7 @@ def launch_tuning(
         max_parallel_jobs=max_parallel_jobs,
         early_stopping_type="Auto" if early_stopping else "Off",
     )
-    tuner.tune(inputs=_input_data(channels), job_name=name, wait=wait)
+    tuner.tune(inputs=_input_data(channels, settings.distribution), job_name=name, wait=wait)
     job = tuner.latest_tuning_job
     status = str(getattr(job, "hyper_parameter_tuning_job_status", "") or "InProgress")
     return TuningLaunch(name, status, static, dict(ranges))

@@ -18,7 +18,14 @@ source is built, so the image and local runs need no ``aws`` extra. Modules, in 
 * ``report``     the data report (``report.json`` + ``report.png``); ``REPORT_JSON``,
   ``REPORT_PNG``.
 * ``pipeline``   ``prepare(...)``: the steps in order, resumable after a crash; ``PrepareResult``
-  and ``summary_text`` for a person.
+  and ``summary_text`` for a person. ``plan(...)`` and ``prepare_parts(...)``: the scaled path
+  (plan parts, then ``process`` per part, then ``parts.assemble``), in-process.
+* ``listing``    the full metadata scan: key ranges listed and read in parallel, resumable;
+  ``select_by_count``.
+* ``parts``      the plan as ``plan/part-NNNNN.jsonl`` (seeded split, round-robin parts) and the
+  manifest assembled from each part's fragment.
+* ``process``    one plan part -> photos or tar shards (``bincounter.shards``); the SageMaker
+  Processing job's entry (``bincounter process``).
 * ``records``    what the steps pass each other (``Candidate``, ``Photo``, ``Excluded``,
   ``Stats``) and ``PrepareError``.
 * ``pool``       the thread pool with a progress bar that fetching and writing run on.

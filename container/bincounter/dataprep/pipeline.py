@@ -16,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import CLASSES
+from ..files import atomic_write_json
+from ..shards import DEFAULT_SHARD_BYTES
 from .fetch import Cache, Fetcher
 from .layout import SPLITS, read_manifest_entries, stratified_split, write_layout, write_manifest
+from .listing import scan_metadata, select_by_count
+from .parts import PLAN_DIR, PLAN_SETTINGS, assemble, plan_entries, split_parts, write_plan
 from .pool import parallel
-from .records import Excluded, Photo, PrepareError, Stats
+from .process import process_part
+from .records import Excluded, Labelled, Photo, PrepareError, Stats
 from .report import build_report, write_report
 from .selection import candidates_from_file_list, read_file_list, scan_candidates
 from .sources import Source
@@ -148,3 +153,123 @@ def summary_text(result: PrepareResult) -> str:
         f"wrote {s.written}, kept {s.kept}, removed {s.removed_stale} stale"
     )
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plan -> parts
+
+
+@dataclass
+class PlanResult:
+    """A plan written as parts, ready to process here or in a Processing job."""
+
+    out_dir: Path
+    parts: list[Path]
+    entries: int
+    settings: dict[str, Any]
+    scan: Any = None
+
+
+def select_labelled(
+    source: Source,
+    out_dir: Path,
+    cache: Cache,
+    *,
+    file_list: str | Path | dict[int, list[str]] | None = None,
+    max_per_count: int | None = None,
+    depth: int = 3,
+    workers: int = 32,
+    progress: bool = True,
+) -> tuple[list[Labelled], Any]:
+    """Ids with counts: from a file list (its claimed counts, checked when fetched), or from
+    the full partitioned metadata scan (every count read; ``max_per_count`` optional)."""
+    if file_list is not None:
+        listing = file_list if isinstance(file_list, dict) else read_file_list(file_list)
+        chosen = candidates_from_file_list(listing, max_per_count)
+        return [Labelled(c.id, c.listed) for c in chosen if c.listed is not None], None
+    scan = scan_metadata(
+        source, Fetcher(source, cache, Stats()), cache.root, depth=depth, workers=workers,
+        progress=progress,
+    )  # fmt: skip
+    return select_by_count(scan.counts, max_per_count), scan
+
+
+def plan(
+    source: Source,
+    out_dir: str | Path,
+    *,
+    parts: int,
+    file_list: str | Path | dict[int, list[str]] | None = None,
+    max_per_count: int | None = None,
+    cache_dir: str | Path | None = None,
+    seed: int = 42,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    depth: int = 3,
+    workers: int = 32,
+    progress: bool = True,
+) -> PlanResult:
+    """Select ids (file list or full scan), split them seeded, write ``plan/part-*.jsonl``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Cache(Path(cache_dir) if cache_dir else out / ".cache")
+    items, scan = select_labelled(
+        source, out, cache, file_list=file_list, max_per_count=max_per_count, depth=depth,
+        workers=workers, progress=progress,
+    )  # fmt: skip
+    if not items:
+        raise PrepareError("no ids selected: the file list or the scan found nothing")
+    entries = plan_entries(items, fractions, seed)
+    paths = write_plan(out, split_parts(entries, parts))
+    settings = {
+        "seed": seed,
+        "fractions": list(fractions),
+        "max_per_count": max_per_count,
+        "selection": "file_list" if file_list is not None else "full_scan",
+        "parts": len(paths),
+    }
+    atomic_write_json(out / PLAN_DIR / PLAN_SETTINGS, {"source": source.description, **settings})
+    log.info("plan: %d ids in %d parts under %s", len(entries), len(paths), out / PLAN_DIR)
+    return PlanResult(out, paths, len(entries), settings, scan)
+
+
+def prepare_parts(
+    source: Source,
+    out_dir: str | Path,
+    *,
+    parts: int = 4,
+    layout: str = "shards",
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    with_metadata: bool = True,
+    resize: int | None = None,
+    file_list: str | Path | dict[int, list[str]] | None = None,
+    max_per_count: int | None = None,
+    cache_dir: str | Path | None = None,
+    seed: int = 42,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    depth: int = 3,
+    workers: int = 16,
+    progress: bool = True,
+    chart: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """The Processing job's path, run in-process: plan, every part, then the manifest.
+
+    Returns the manifest's path and the report; ends with the same files a Processing job
+    and ``assemble`` leave (channels under ``<out>/<split>/``, ``manifest.json``, report).
+    """
+    if resize is not None and resize < 32:
+        raise PrepareError(f"resize={resize} is too small: keep the longer side >= 32 pixels")
+    result = plan(
+        source, out_dir, parts=parts, file_list=file_list, max_per_count=max_per_count,
+        cache_dir=cache_dir, seed=seed, fractions=fractions, depth=depth, workers=workers,
+        progress=progress,
+    )  # fmt: skip
+    cache = Cache(Path(cache_dir) if cache_dir else result.out_dir / ".cache")
+    for path in result.parts:
+        process_part(
+            path, source, result.out_dir, cache, layout=layout, resize=resize,
+            shard_bytes=shard_bytes, with_metadata=with_metadata, seed=seed, workers=workers,
+            progress=progress,
+        )  # fmt: skip
+    settings = {**result.settings, "resize": resize, "layout": layout}
+    if layout == "shards":
+        settings["shard_bytes"] = shard_bytes
+    return assemble(result.out_dir, source.description, settings, chart)

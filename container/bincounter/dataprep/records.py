@@ -59,3 +59,11 @@ class Stats:
     written: int = 0
     kept: int = 0
     removed_stale: int = 0
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """An id and its count from the metadata, before the photo is fetched (a plan entry)."""
+
+    id: str
+    count: int

@@ -11,6 +11,7 @@ local runs work without the ``aws`` extra.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,15 @@ class Source:
     def list_metadata_ids(self) -> Iterator[str]:
         """Ids of every ``metadata/<id>.json``, in the source's listing order."""
         raise NotImplementedError
+
+    def list_metadata_range(self, start: str | None, end: str | None) -> Iterator[str]:
+        """Ids whose metadata key ``k`` has ``start < k < end`` (``None``: open), so a full
+        listing can run as many independent ranges (``dataprep.listing``). This generic form
+        filters the whole listing; sources that can start mid-listing override it."""
+        for image_id in self.list_metadata_ids():
+            key = self.metadata_key(image_id)
+            if (start is None or key > start) and (end is None or key < end):
+                yield image_id
 
     def image_key(self, image_id: str) -> str:
         return f"{self.images_prefix}{image_id}.jpg"
@@ -97,9 +107,16 @@ class S3Source(Source):
             raise
 
     def list_metadata_ids(self) -> Iterator[str]:
+        return self.list_metadata_range(None, None)
+
+    def list_metadata_range(self, start: str | None, end: str | None) -> Iterator[str]:
+        # S3 lists in key order from StartAfter, so a range costs only its own pages.
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.metadata_prefix):
+        extra = {"StartAfter": start} if start else {}
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.metadata_prefix, **extra):
             for obj in page.get("Contents", []):
+                if end is not None and obj["Key"] >= end:
+                    return
                 name = obj["Key"][len(self.metadata_prefix) :]
                 if name.endswith(".json") and "/" not in name:
                     yield name[: -len(".json")]
@@ -117,6 +134,7 @@ class LocalSource(Source):
         self.images_prefix = f"{images_dir.strip('/')}/"
         self.metadata_prefix = f"{metadata_dir.strip('/')}/"
         self.description = str(self.root)
+        self._keys: list[str] | None = None
 
     def get(self, key: str) -> bytes:
         path = self.root / key
@@ -130,3 +148,13 @@ class LocalSource(Source):
         if folder.is_dir():
             for path in sorted(folder.glob("*.json")):
                 yield path.stem
+
+    def list_metadata_range(self, start: str | None, end: str | None) -> Iterator[str]:
+        # One directory read, then a bisection per range (not a full listing per range).
+        if self._keys is None:
+            self._keys = sorted(self.metadata_key(i) for i in self.list_metadata_ids())
+        keys = self._keys
+        lo = bisect.bisect_right(keys, start) if start is not None else 0
+        hi = bisect.bisect_left(keys, end) if end is not None else len(keys)
+        for key in keys[lo:hi]:
+            yield key[len(self.metadata_prefix) : -len(".json")]
