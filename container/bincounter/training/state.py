@@ -36,7 +36,9 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def checkpoint_state(model, optimizer, scheduler, state: TrainState, hp) -> dict[str, Any]:
+def checkpoint_state(
+    model, optimizer, scheduler, state: TrainState, hp: HyperParameters
+) -> dict[str, Any]:
     return {
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
