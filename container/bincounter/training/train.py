@@ -273,7 +273,9 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     stop = _SigtermFlag()
     try:
         while state.epoch < hp.epochs:
-            sampler.set_epoch(state.epoch, state.step_in_epoch // ctx.world_size)
+            # step_in_epoch counts this rank's own samples (rank 0's, saved in the checkpoint;
+            # ranks step in lockstep), the unit ShardSampler skips in: not divided by ranks.
+            sampler.set_epoch(state.epoch, state.step_in_epoch)
             loader_generator.manual_seed(hp.seed * 7919 + state.epoch * 31 + state.step_in_epoch)
             train_metrics = train_one_epoch(
                 model, step, loader, sampler, hp, ctx, state, stop, save_checkpoint
