@@ -375,3 +375,11 @@ def test_corrupt_shard_is_skipped_and_counted_or_fails_the_job(tmp_path):
     assert failed.returncode != 0
     reason = (base / "output" / "failure").read_text()
     assert "max_bad_fraction=0" in reason and shard.name in reason
+
+
+def test_a_shard_gone_after_indexing_is_logged_not_raised(tmp_path, caplog):
+    channel = index_shards("train", _shards(tmp_path / "train"), 16, 0.5)
+    (tmp_path / "train" / "a-good-000000.tar").unlink()
+    with caplog.at_level(logging.WARNING, logger="bincounter.training.streaming"):
+        keys = [key for key, _, _ in ShardStream(channel, 16).plan()]
+    assert sorted(keys) == ["b0", "c0"] and "a-good-000000.tar: cannot open" in caplog.text

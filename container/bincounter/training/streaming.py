@@ -120,6 +120,8 @@ def _scan(path: Path, name: str, image_size: int) -> tuple[list[tuple[str, int]]
                 reason = str(exc)
             except ImageError as exc:
                 reason = f"photo: {exc.reason}"
+            except OSError as exc:  # what a decoder may still raise on damaged bytes
+                reason = f"photo: unreadable: {exc}"
             if reason is None:
                 good.append((item.key, count))
             else:
@@ -333,7 +335,12 @@ class ShardStream(IterableDataset):
     def _read(self, names: list[str]) -> Iterator[tuple[str, int, bytes]]:
         for name in names:
             wanted = dict(self.channel.good[name])
-            with open(self.channel.files[name], "rb") as f:
+            try:
+                f = open(self.channel.files[name], "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                log.warning("shard %s: cannot open: %s; its samples are skipped", name, exc)
+                continue
+            with f:
                 for item in tar_shards.read_samples(f, name, wanted=set(wanted)):
                     if isinstance(item, tar_shards.Problem) or item.key not in wanted:
                         continue  # found and counted by the index
@@ -349,7 +356,7 @@ class ShardStream(IterableDataset):
         for _key, count, image in self.plan(worker, workers):
             try:
                 tensor = load_and_preprocess(image, self.image_size)
-            except ImageError:
+            except (ImageError, OSError):
                 continue  # decoded once already: cannot happen unless the file changed
             if self.train:
                 tensor = augment(tensor, self.augment)
