@@ -5,7 +5,12 @@ resize (no crop), augment, collate; the main process runs forward + backward + o
 Model-only = the same step on pre-made tensors already in memory. The ratio says how much the
 input pipeline costs the training job; the target is >= 0.9.
 
+``--shards`` instead compares the full pipeline reading tar shards (``training.streaming``:
+sequential reads, shuffle buffer, the same decode and augmentation) against reading one file per
+photo, on the same photos, interleaved; the target is shards >= folders.
+
     .venv/bin/python bench/train_pipeline.py [--image-size 224] [--batch-size 32] [--steps 8]
+    .venv/bin/python bench/train_pipeline.py --shards
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,12 +30,14 @@ sys.path.insert(0, str(REPO / "container"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from bincounter.model import build_model  # noqa: E402
+from bincounter.shards import ShardWriter  # noqa: E402
 from bincounter.training.data import CountDataset, Sample, auto_workers, make_loader  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
 from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
 from bincounter.training.precision import TrainStep  # noqa: E402
 from bincounter.training.recipe import lr_lambda, make_optimizer  # noqa: E402
 from bincounter.training.sampler import ShardSampler  # noqa: E402
+from bincounter.training.streaming import index_shards, make_reader  # noqa: E402
 
 from support import ABID, abid_labels  # noqa: E402
 
@@ -58,7 +66,10 @@ def model_only(hp: HyperParameters, steps: int, warmup: int) -> float:
     return steps * hp.batch_size / (time.perf_counter() - started)
 
 
-def full_pipeline(hp: HyperParameters, samples: list[Sample], steps: int, warmup: int) -> float:
+def full_pipeline(
+    hp: HyperParameters, samples: list[Sample], steps: int, warmup: int, model: bool = True
+) -> float:
+    """``model=False``: the loader alone (what reading and decoding cost, without the step)."""
     _, step, ctx = _setup(hp)
     sampler = ShardSampler(len(samples), ctx, hp.seed)
     loader = make_loader(
@@ -67,12 +78,81 @@ def full_pipeline(hp: HyperParameters, samples: list[Sample], steps: int, warmup
     batches = iter(loader)
     for _ in range(warmup):
         images, labels = next(batches)
-        step.run(images, labels)
+        if model:
+            step.run(images, labels)
     started = time.perf_counter()
     for _ in range(steps):
         images, labels = next(batches)
-        step.run(images, labels)
+        if model:
+            step.run(images, labels)
     return steps * hp.batch_size / (time.perf_counter() - started)
+
+
+def shard_pipeline(
+    hp: HyperParameters, folder: Path, steps: int, warmup: int, model: bool = True
+) -> float:
+    """The full pipeline, reading the photos from tar shards as ``train`` does."""
+    _, step, ctx = _setup(hp)
+    channel = index_shards("train", folder, hp.image_size, 0.0, workers=1)
+    loader, stream = make_reader(channel, hp, ctx, auto_workers(hp, 1), train=True)
+    stream.set_epoch(0)
+    batches = iter(loader)
+    for _ in range(warmup):
+        images, labels = next(batches)
+        if model:
+            step.run(images, labels)
+    started = time.perf_counter()
+    for _ in range(steps):
+        images, labels = next(batches)
+        if model:
+            step.run(images, labels)
+    return steps * hp.batch_size / (time.perf_counter() - started)
+
+
+def machine() -> str:
+    """CPU model, its SIMD flags and the load average: what a figure depends on."""
+    model, flags = "unknown CPU", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                simd = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile")
+                flags = [f for f in value.split() if f in simd]
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{model} [{' '.join(flags)}], {os.cpu_count()} CPUs, load average {load}"
+
+
+def compare_shards(hp: HyperParameters, samples: list[Sample], args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = ShardWriter(Path(tmp), "train", 16 * 1024 * 1024)
+        for s in samples:
+            writer.write(s.id, s.path.read_bytes(), s.count)
+        writer.close()
+        folders, shards, folders_loader, shards_loader = [], [], [], []
+        for _ in range(args.repeats):  # alternate so a noisy neighbour hits both alike
+            folders.append(full_pipeline(hp, samples, args.steps, args.warmup))
+            shards.append(shard_pipeline(hp, Path(tmp), args.steps, args.warmup))
+            folders_loader.append(full_pipeline(hp, samples, args.steps, args.warmup, False))
+            shards_loader.append(shard_pipeline(hp, Path(tmp), args.steps, args.warmup, False))
+            print(
+                f"  training: folders {folders[-1]:7.1f} img/s  shards {shards[-1]:7.1f} img/s"
+                f"   loader alone: folders {folders_loader[-1]:7.1f}  shards "
+                f"{shards_loader[-1]:7.1f}"
+            )
+    print(f"  after: {machine()}")
+    return {
+        "folders_images_per_s": max(folders),
+        "shards_images_per_s": max(shards),
+        "ratio": max(shards) / max(folders),
+        "loader_alone_folders_images_per_s": max(folders_loader),
+        "loader_alone_shards_images_per_s": max(shards_loader),
+        "loader_alone_ratio": max(shards_loader) / max(folders_loader),
+    }
 
 
 def main() -> None:
@@ -84,6 +164,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="alternate runs, best of each")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--shards", action="store_true", help="shards against folders instead")
     args = parser.parse_args()
 
     hp = HyperParameters(arch=args.arch, image_size=args.image_size, batch_size=args.batch_size)
@@ -95,6 +176,17 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{os.cpu_count()} CPUs, loader workers {auto_workers(hp, 1)}"
     )
+    print(f"  before: {machine()}")
+    if args.shards:
+        result = compare_shards(hp, samples, args)
+        print(
+            f"folders {result['folders_images_per_s']:.1f} img/s, shards "
+            f"{result['shards_images_per_s']:.1f} img/s, ratio {result['ratio']:.3f} "
+            f"(target >= 1); loader alone ratio {result['loader_alone_ratio']:.3f}"
+        )
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
     bare, full = [], []
     for _ in range(args.repeats):  # alternate so a noisy neighbour hits both alike
         bare.append(model_only(hp, args.steps, args.warmup))

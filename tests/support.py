@@ -32,12 +32,26 @@ def abid_labels(split: str | None = None) -> list[tuple[str, int, str]]:
     return [r for r in rows if split is None or r[2] == split]
 
 
+#: Shard size for test channels: a few ABID photos per shard, so a channel has several shards.
+TEST_SHARD_BYTES = 64 * 1024
+
+
 def build_channel(dest: Path, split: str, per_count: int | None, layout: str = "folders") -> Path:
-    """A channel of the first ``per_count`` photos of each count of ``split`` (symlinks)."""
+    """A channel of the first ``per_count`` photos of each count of ``split`` (symlinks; with
+    ``layout="shards"`` the same photos packed into ``<split>-NNNNNN.tar`` shards)."""
     by_count: dict[int, list[str]] = defaultdict(list)
     for image_id, count, _ in abid_labels(split):
         by_count[count].append(image_id)
     dest.mkdir(parents=True, exist_ok=True)
+    if layout == "shards":
+        from bincounter.shards import ShardWriter
+
+        writer = ShardWriter(dest, split, TEST_SHARD_BYTES)
+        for count, ids in sorted(by_count.items()):
+            for image_id in ids[:per_count]:
+                writer.write(image_id, (ABID / "images" / f"{image_id}.jpg").read_bytes(), count)
+        writer.close()
+        return dest
     for count, ids in sorted(by_count.items()):
         for image_id in ids[:per_count]:
             src = ABID / "images" / f"{image_id}.jpg"

@@ -7,6 +7,8 @@ read top to bottom like torchvision's reference ``train.py``. What the loop comp
 * ``hyperparameters``: the typed, validated recipe from ``hyperparameters.json``;
 * ``data``: channels found and verified, the dataset and its loader;
 * ``sampler``: each rank's resumable share of an epoch's order;
+* ``streaming``: tar-shard channels verified into an index and streamed per rank and worker,
+  and the one place that picks a channel's loader by layout;
 * ``recipe``: optimizer, learning-rate schedule and class weights from the hyperparameters;
 * ``precision``: autocast, gradient scaling and channels-last (``amp``, ``channels_last``);
 * ``distributed``: the process group from ``resourceconfig.json`` and the collectives;

@@ -35,6 +35,9 @@ class TrainingEnvironment:
     num_gpus: int = 0
     job_name: str = ""
     resource_config: dict[str, Any] = field(default_factory=dict)
+    #: ``inputdataconfig.json`` per channel: ``TrainingInputMode`` (File, FastFile, Pipe) and
+    #: ``S3DistributionType`` (FullyReplicated, ShardedByS3Key) decide how shards are read.
+    input_data_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_master(self) -> bool:
@@ -113,6 +116,9 @@ def load_training_environment() -> TrainingEnvironment:
         num_gpus=env.num_gpus,
         job_name=os.environ.get("TRAINING_JOB_NAME", ""),
         resource_config=resource_config,
+        input_data_config={
+            k: v for k, v in input_data_config.items() if isinstance(v, dict) and k != "_none"
+        },
     )
 
 

@@ -34,15 +34,7 @@ from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
 from . import metrics, reports
 from .checkpoint import CheckpointStore
-from .data import (
-    CountDataset,
-    Sample,
-    auto_workers,
-    class_counts,
-    discover_channel,
-    make_loader,
-    verify_samples,
-)
+from .data import Sample, auto_workers, class_counts
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -56,8 +48,8 @@ from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironme
 from .hyperparameters import HyperParameters, parse_hyperparameters
 from .precision import TrainStep, autocast, model_to_device, to_device
 from .recipe import class_weights, lr_lambda, make_optimizer
-from .sampler import ShardSampler
 from .state import TrainState, checkpoint_state, restore
+from .streaming import load_channel, lockstep_batches, make_reader
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +88,9 @@ def train_one_epoch(
         leave=False,
     )
     epoch_images = 0
+    lockstep = lockstep_batches(sampler, hp.batch_size, ctx)
     with Join([model]) if ctx.enabled else contextlib.nullcontext():
-        for images, labels in loader:
+        for batch, (images, labels) in enumerate(loader):
             images, labels = to_device(images, labels, hp, ctx)
             loss, logits = step.run(images, labels)
             n = labels.numel()
@@ -117,7 +110,7 @@ def train_one_epoch(
                     loss_sum / max(1, seen),
                 )
                 last_log = now
-            if stop.set if not ctx.enabled else any_rank(stop.set, ctx):
+            if stop.set if not ctx.enabled else batch < lockstep and any_rank(stop.set, ctx):
                 state.partial = [loss_sum, correct, seen]
                 on_stop()
                 raise StopRequested
@@ -148,8 +141,7 @@ def evaluate(
 ) -> tuple[float, dict[str, Any]]:
     """Loss and count metrics over a whole channel, each rank taking a slice, reduced exactly."""
     model.eval()
-    sampler = ShardSampler(len(samples), ctx, hp.seed, shuffle=False)
-    loader = make_loader(CountDataset(samples, hp.image_size), sampler, hp, ctx, workers)
+    loader, _ = make_reader(samples, hp, ctx, workers, train=False)
     loss_sum = torch.zeros(1, dtype=torch.float64)
     confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.float64)
     net = unwrap(model)
@@ -183,10 +175,7 @@ def load_channels(env: TrainingEnvironment, hp: HyperParameters) -> dict[str, li
     for name in (*REQUIRED_CHANNELS, *OPTIONAL_CHANNELS):
         if name not in env.channels:
             continue
-        found = discover_channel(name, env.channels[name])
-        loaded[name] = verify_samples(
-            name, found, hp.image_size, hp.max_bad_fraction, workers=os.cpu_count() or 1
-        )
+        loaded[name] = load_channel(name, env.channels[name], env, hp, os.cpu_count() or 1)
         log.info(
             "channel '%s': %d photos, per count %s",
             name,
@@ -225,11 +214,11 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
         )
     channels = load_channels(env, hp)
     workers = auto_workers(hp, processes_per_host(env))
-    train_set = CountDataset(channels["train"], hp.image_size, hp.augment)
-    sampler = ShardSampler(len(train_set), ctx, hp.seed)
     loader_generator = torch.Generator()
-    loader = make_loader(train_set, sampler, hp, ctx, workers, loader_generator)
-    steps_per_epoch = math.ceil(math.ceil(len(train_set) / ctx.world_size) / hp.batch_size)
+    loader, sampler = make_reader(
+        channels["train"], hp, ctx, workers, train=True, generator=loader_generator
+    )
+    steps_per_epoch = math.ceil(math.ceil(sampler.size / ctx.world_size) / hp.batch_size)
 
     model = model_to_device(build_model(hp.arch, hp.pretrained), hp, ctx)
     if ctx.enabled:
