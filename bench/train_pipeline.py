@@ -24,17 +24,12 @@ sys.path.insert(0, str(REPO / "container"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from bincounter.model import build_model  # noqa: E402
-from bincounter.training.data import CountDataset, Sample  # noqa: E402
+from bincounter.training.data import CountDataset, Sample, auto_workers, make_loader  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
 from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
-from bincounter.training.train import (  # noqa: E402
-    ShardSampler,
-    TrainStep,
-    auto_workers,
-    lr_lambda,
-    make_loader,
-    make_optimizer,
-)
+from bincounter.training.precision import TrainStep  # noqa: E402
+from bincounter.training.recipe import lr_lambda, make_optimizer  # noqa: E402
+from bincounter.training.sampler import ShardSampler  # noqa: E402
 
 from support import ABID, abid_labels  # noqa: E402
 

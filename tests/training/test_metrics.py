@@ -7,6 +7,7 @@ import pytest
 from bincounter.files import atomic_write_json
 from bincounter.training.metrics import (
     METRIC_DEFINITIONS,
+    METRIC_NAMES,
     OBJECTIVE_METRIC,
     format_metrics,
     parse_metrics,
@@ -29,6 +30,26 @@ def test_every_formatted_value_is_parsed_back_by_the_exported_regexes():
     assert set(parsed) == set(values)
     for name, value in values.items():
         assert parsed[name] == pytest.approx(value, rel=1e-5)
+
+
+#: One value per metric name, each different, in the forms the job prints (ints, tiny, huge).
+EVERY_METRIC = {
+    name: 7 if name == "epoch" else (i + 1) * 0.0123 * 10 ** (i % 5 - 2)
+    for i, name in enumerate(METRIC_NAMES)
+}
+
+
+def test_every_metric_name_has_a_definition_and_only_one():
+    assert [d["Name"] for d in METRIC_DEFINITIONS] == list(METRIC_NAMES)
+    assert len(set(METRIC_NAMES)) == len(METRIC_NAMES)
+
+
+@pytest.mark.parametrize("name", METRIC_NAMES)
+def test_each_metric_round_trips_alone_and_within_a_line_of_all(name):
+    alone = parse_metrics(format_metrics({name: EVERY_METRIC[name]}))
+    assert alone == {name: pytest.approx(EVERY_METRIC[name], rel=1e-5)}
+    within = parse_metrics(format_metrics(EVERY_METRIC))
+    assert within[name] == pytest.approx(EVERY_METRIC[name], rel=1e-5)
 
 
 @pytest.mark.parametrize("text", ["1e-05", "1E-05", "-3.2e+01", "0.5", "7", ".25", "nan"])

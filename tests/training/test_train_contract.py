@@ -10,7 +10,7 @@ import torch
 from bincounter.model import CARD_FILE, WEIGHTS_FILE, load_model, sha256_file
 from bincounter.training.metrics import METRIC_DEFINITIONS, parse_metrics
 
-from support import ABID, QUICK_HPS, build_tree, run_train
+from support import QUICK_HPS, build_tree, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -145,22 +145,6 @@ def test_no_tree_at_all(tmp_path):
     result = run_train(tmp_path / "nowhere")
     assert result.returncode == 1
     assert "does not exist" in result.stdout
-
-
-def test_ids_stay_strings(tmp_path):
-    from bincounter.training.data import discover_channel
-
-    channel = tmp_path / "train"
-    (channel / "bin-images").mkdir(parents=True)
-    (channel / "metadata").mkdir()
-    source = sorted((ABID / "images").glob("*.jpg"))[0]
-    for image_id, count in (("523", 1), ("00523", 4)):
-        (channel / "bin-images" / f"{image_id}.jpg").symlink_to(source)
-        (channel / "metadata" / f"{image_id}.json").write_text(
-            json.dumps({"EXPECTED_QUANTITY": count})
-        )
-    found = {s.id: s.count for s in discover_channel("train", channel)}
-    assert found == {"523": 1, "00523": 4}
 
 
 def test_early_stopping_follows_the_reported_validation_history(tmp_path):

@@ -13,18 +13,21 @@ Ids are file stems and stay strings: ``523`` and ``00523`` are different photos.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import CLASSES, IMAGE_SUFFIXES
 from ..abid import parse_expected_quantity
 from ..errors import DataError
 from ..imaging import ImageError, augment, load_and_preprocess
+from .distributed import DistContext
+from .hyperparameters import HyperParameters
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +165,32 @@ class CountDataset(Dataset):
         sample = self.samples[index]
         image = load_and_preprocess(sample.path, self.image_size)
         return augment(image, self.augment), sample.label
+
+
+def auto_workers(hp: HyperParameters, per_host: int) -> int:
+    if hp.num_workers >= 0:
+        return hp.num_workers
+    cpus = os.cpu_count() or 1
+    # On CPU the model step needs the cores, and decoding a photo is cheap beside a step, so
+    # one loader process keeps up. With GPUs, give each process a share of the host's cores.
+    return max(1, min(8, cpus // per_host - 1)) if torch.cuda.is_available() else 1
+
+
+def make_loader(
+    dataset: CountDataset,
+    sampler: Sampler[int],
+    hp: HyperParameters,
+    ctx: DistContext,
+    workers: int,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """Batches of ``uint8`` tensors; workers decode, the main process only steps."""
+    return DataLoader(
+        dataset,
+        batch_size=hp.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=ctx.device.type == "cuda",
+        generator=generator,
+        prefetch_factor=4 if workers else None,
+    )

@@ -5,17 +5,20 @@ the best epoch on ``validation`` (accuracy, then loss), writes that model to ``/
 evaluates it once on ``test`` if the channel exists, and writes reports to
 ``/opt/ml/output/data``. A checkpoint is written every epoch (and on SIGTERM, mid-epoch) and
 a restarted job resumes from the newest good one.
+
+Read it top to bottom: ``train_one_epoch``, ``evaluate``, ``load_channels``, then ``run`` (set
+up, the epoch loop, ``_finish``). The pieces it composes live beside it (see ``__init__``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,7 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.algorithms.join import Join
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from .. import CLASSES
@@ -32,7 +34,15 @@ from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
 from . import metrics, reports
 from .checkpoint import CheckpointStore
-from .data import CountDataset, Sample, class_counts, discover_channel, verify_samples
+from .data import (
+    CountDataset,
+    Sample,
+    auto_workers,
+    class_counts,
+    discover_channel,
+    make_loader,
+    verify_samples,
+)
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -44,167 +54,15 @@ from .distributed import (
 )
 from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironment
 from .hyperparameters import HyperParameters, parse_hyperparameters
+from .precision import TrainStep, autocast, model_to_device, to_device
+from .recipe import class_weights, lr_lambda, make_optimizer
+from .sampler import ShardSampler
+from .state import TrainState, checkpoint_state, restore
 
 log = logging.getLogger(__name__)
 
 #: Exit status after a SIGTERM that was handled by checkpointing (128 + SIGTERM).
 EXIT_STOPPED = 143
-
-
-class ShardSampler(Sampler[int]):
-    """This rank's share of one epoch's permutation, resumable at any step.
-
-    The permutation depends only on (seed, epoch), so after a restart the same order is
-    rebuilt and ``start`` samples of it skipped. Ranks take interleaved slices with no padding:
-    every sample is seen exactly once per epoch across ranks (DDP's ``Join`` absorbs the
-    uneven tail).
-    """
-
-    def __init__(self, size: int, ctx: DistContext, seed: int, shuffle: bool = True) -> None:
-        self.size, self.ctx, self.seed, self.shuffle = size, ctx, seed, shuffle
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
-        return order[self.ctx.rank :: self.ctx.world_size][self.start :]
-
-    def __iter__(self):
-        return iter(self.indices())
-
-    def __len__(self) -> int:
-        return len(self.indices())
-
-
-@dataclass
-class TrainState:
-    """Everything a resumed job needs beyond the model and optimizer."""
-
-    epoch: int = 0  # epochs fully completed
-    step_in_epoch: int = 0  # samples of this rank already seen in the unfinished epoch
-    partial: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss, correct, n
-    best_key: tuple[float, float] = (-1.0, -math.inf)  # (val accuracy, -val loss)
-    best_epoch: int = 0
-    best_weights: dict[str, torch.Tensor] | None = None
-    epochs_without_gain: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def auto_workers(hp: HyperParameters, per_host: int) -> int:
-    if hp.num_workers >= 0:
-        return hp.num_workers
-    cpus = os.cpu_count() or 1
-    # On CPU the model step needs the cores; decoding 224-px JPEGs costs ~1 ms, so one
-    # loader process keeps up. With GPUs, give each process a share of the host's cores.
-    return max(1, min(8, cpus // per_host - 1)) if torch.cuda.is_available() else 1
-
-
-def make_loader(
-    dataset: CountDataset,
-    sampler: Sampler[int],
-    hp: HyperParameters,
-    ctx: DistContext,
-    workers: int,
-    generator: torch.Generator | None = None,
-) -> DataLoader:
-    """Batches of ``uint8`` tensors; workers decode, the main process only steps."""
-    return DataLoader(
-        dataset,
-        batch_size=hp.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=ctx.device.type == "cuda",
-        generator=generator,
-        prefetch_factor=4 if workers else None,
-    )
-
-
-def class_weights(samples: list[Sample], mode: str) -> torch.Tensor | None:
-    if mode == "none":
-        return None
-    counts = torch.tensor(class_counts(samples), dtype=torch.float64)
-    raw = 1.0 / counts if mode == "balanced" else 1.0 / counts.sqrt()
-    return (raw / (raw * counts).sum() * counts.sum()).float()  # mean weight per sample = 1
-
-
-def lr_lambda(hp: HyperParameters, steps_per_epoch: int):
-    """Linear warm-up, then cosine / step (x0.1 at 1/2 and 3/4) / constant, per step."""
-    warmup = int(hp.warmup_epochs * steps_per_epoch)
-    total = max(1, hp.epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        if hp.lr_schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if hp.lr_schedule == "step":
-            return 0.1 ** sum(progress >= m for m in (0.5, 0.75))
-        return 1.0
-
-    return factor
-
-
-def make_optimizer(model: nn.Module, hp: HyperParameters) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases: decaying them only hurts (standard practice).
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": hp.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if hp.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.momentum, 0.999))
-
-
-def amp_dtype(ctx: DistContext, hp: HyperParameters) -> torch.dtype | None:
-    """bfloat16 where the GPU has it (A10G, A100, H100), float16 otherwise (T4, V100)."""
-    if ctx.device.type == "cuda" and hp.amp:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
-
-
-def autocast(ctx: DistContext, hp: HyperParameters):
-    dtype = amp_dtype(ctx, hp)
-    if dtype is None:
-        return torch.autocast("cpu", enabled=False)
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def to_device(images, labels, hp: HyperParameters, ctx: DistContext):
-    images = images.to(ctx.device, non_blocking=True)
-    labels = labels.to(ctx.device, non_blocking=True)
-    if ctx.device.type == "cuda" and hp.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels
-
-
-class TrainStep:
-    """One optimisation step; float16 autocast gets a gradient scaler, bfloat16 needs none."""
-
-    def __init__(self, model, optimizer, scheduler, criterion, hp, ctx) -> None:
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.criterion, self.hp, self.ctx = criterion, hp, ctx
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(ctx, hp) == torch.float16)
-
-    def run(self, images: torch.Tensor, labels: torch.Tensor):
-        with autocast(self.ctx, self.hp):
-            logits = self.model(images)
-            loss = self.criterion(logits.float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        return loss, logits
 
 
 class StopRequested(Exception):
@@ -219,104 +77,6 @@ class _SigtermFlag:
     def _handle(self, signum, frame) -> None:
         log.warning("SIGTERM received: finishing this step, then checkpointing and exiting")
         self.set = True
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, samples: list[Sample], hp: HyperParameters, ctx: DistContext, workers: int
-) -> tuple[float, dict[str, Any]]:
-    """Loss and count metrics over a whole channel, each rank taking a slice, reduced exactly."""
-    model.eval()
-    sampler = ShardSampler(len(samples), ctx, hp.seed, shuffle=False)
-    loader = make_loader(CountDataset(samples, hp.image_size), sampler, hp, ctx, workers)
-    loss_sum = torch.zeros(1, dtype=torch.float64)
-    confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.float64)
-    net = unwrap(model)
-    for images, labels in loader:
-        images, labels = to_device(images, labels, hp, ctx)
-        with autocast(ctx, hp):
-            logits = net(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        predicted = logits.argmax(1)
-        index = (labels * len(CLASSES) + predicted).cpu()
-        confusion += torch.bincount(index, minlength=len(CLASSES) ** 2).view_as(confusion)
-    loss_sum = all_reduce_sum(loss_sum, ctx)
-    confusion = all_reduce_sum(confusion, ctx).long()
-    labels_all, predicted_all = [], []
-    for i in range(len(CLASSES)):
-        for j in range(len(CLASSES)):
-            labels_all += [i] * int(confusion[i, j])
-            predicted_all += [j] * int(confusion[i, j])
-    summary = metrics.summarize(labels_all, predicted_all)
-    return float(loss_sum.item()) / max(1, summary["n"]), summary
-
-
-def _load_channels(env: TrainingEnvironment, hp: HyperParameters) -> dict[str, list[Sample]]:
-    for name in REQUIRED_CHANNELS:
-        if name not in env.channels:
-            raise DataError(
-                f"required channel '{name}' was not given to the job (channels: "
-                f"{', '.join(sorted(env.channels)) or 'none'}); pass train and validation inputs"
-            )
-    loaded = {}
-    for name in (*REQUIRED_CHANNELS, *OPTIONAL_CHANNELS):
-        if name not in env.channels:
-            continue
-        found = discover_channel(name, env.channels[name])
-        loaded[name] = verify_samples(
-            name, found, hp.image_size, hp.max_bad_fraction, workers=os.cpu_count() or 1
-        )
-        log.info(
-            "channel '%s': %d photos, per count %s",
-            name,
-            len(loaded[name]),
-            dict(zip(CLASSES, class_counts(loaded[name]), strict=True)),
-        )
-    missing = [c for c, n in zip(CLASSES, class_counts(loaded["train"]), strict=True) if n == 0]
-    if missing:
-        raise DataError(
-            f"channel 'train' has no photos of count(s) {missing}: the model cannot learn a "
-            "count it never sees; add photos of every count 1..5"
-        )
-    return loaded
-
-
-def _checkpoint_state(model, optimizer, scheduler, state: TrainState, hp) -> dict[str, Any]:
-    return {
-        "epoch": state.epoch,
-        "step_in_epoch": state.step_in_epoch,
-        "partial": list(state.partial),
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "best_key": list(state.best_key),
-        "best_epoch": state.best_epoch,
-        "best_weights": state.best_weights,
-        "epochs_without_gain": state.epochs_without_gain,
-        "history": state.history,
-        "hyperparameters": hp.model_dump(),
-    }
-
-
-def _restore(saved, model, optimizer, scheduler, hp: HyperParameters) -> TrainState:
-    if saved["hyperparameters"] != hp.model_dump():
-        changed = sorted(k for k, v in hp.model_dump().items() if saved["hyperparameters"][k] != v)
-        log.warning("resuming with changed hyperparameters %s", changed)
-    unwrap(model).load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["torch_rng"])
-    return TrainState(
-        epoch=saved["epoch"],
-        step_in_epoch=saved["step_in_epoch"],
-        partial=list(saved["partial"]),
-        best_key=tuple(saved["best_key"]),
-        best_epoch=saved["best_epoch"],
-        best_weights=saved["best_weights"],
-        epochs_without_gain=saved["epochs_without_gain"],
-        history=list(saved["history"]),
-    )
 
 
 def train_one_epoch(
@@ -336,7 +96,7 @@ def train_one_epoch(
         leave=False,
     )
     epoch_images = 0
-    with Join([model]) if ctx.enabled else _null():
+    with Join([model]) if ctx.enabled else contextlib.nullcontext():
         for images, labels in loader:
             images, labels = to_device(images, labels, hp, ctx)
             loss, logits = step.run(images, labels)
@@ -382,12 +142,64 @@ def train_one_epoch(
     }
 
 
-class _null:
-    def __enter__(self):
-        return self
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, samples: list[Sample], hp: HyperParameters, ctx: DistContext, workers: int
+) -> tuple[float, dict[str, Any]]:
+    """Loss and count metrics over a whole channel, each rank taking a slice, reduced exactly."""
+    model.eval()
+    sampler = ShardSampler(len(samples), ctx, hp.seed, shuffle=False)
+    loader = make_loader(CountDataset(samples, hp.image_size), sampler, hp, ctx, workers)
+    loss_sum = torch.zeros(1, dtype=torch.float64)
+    confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.float64)
+    net = unwrap(model)
+    for images, labels in loader:
+        images, labels = to_device(images, labels, hp, ctx)
+        with autocast(ctx, hp):
+            logits = net(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+        predicted = logits.argmax(1)
+        index = (labels * len(CLASSES) + predicted).cpu()
+        confusion += torch.bincount(index, minlength=len(CLASSES) ** 2).view_as(confusion)
+    loss_sum = all_reduce_sum(loss_sum, ctx)
+    confusion = all_reduce_sum(confusion, ctx).long()
+    labels_all, predicted_all = [], []
+    for i in range(len(CLASSES)):
+        for j in range(len(CLASSES)):
+            labels_all += [i] * int(confusion[i, j])
+            predicted_all += [j] * int(confusion[i, j])
+    summary = metrics.summarize(labels_all, predicted_all)
+    return float(loss_sum.item()) / max(1, summary["n"]), summary
 
-    def __exit__(self, *exc):
-        return False
+
+def load_channels(env: TrainingEnvironment, hp: HyperParameters) -> dict[str, list[Sample]]:
+    for name in REQUIRED_CHANNELS:
+        if name not in env.channels:
+            raise DataError(
+                f"required channel '{name}' was not given to the job (channels: "
+                f"{', '.join(sorted(env.channels)) or 'none'}); pass train and validation inputs"
+            )
+    loaded = {}
+    for name in (*REQUIRED_CHANNELS, *OPTIONAL_CHANNELS):
+        if name not in env.channels:
+            continue
+        found = discover_channel(name, env.channels[name])
+        loaded[name] = verify_samples(
+            name, found, hp.image_size, hp.max_bad_fraction, workers=os.cpu_count() or 1
+        )
+        log.info(
+            "channel '%s': %d photos, per count %s",
+            name,
+            len(loaded[name]),
+            dict(zip(CLASSES, class_counts(loaded[name]), strict=True)),
+        )
+    missing = [c for c, n in zip(CLASSES, class_counts(loaded["train"]), strict=True) if n == 0]
+    if missing:
+        raise DataError(
+            f"channel 'train' has no photos of count(s) {missing}: the model cannot learn a "
+            "count it never sees; add photos of every count 1..5"
+        )
+    return loaded
 
 
 def run(env: TrainingEnvironment, local_rank: int = 0) -> dict[str, Any]:
@@ -411,7 +223,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
             torch.__version__,
             torch.get_num_threads(),
         )
-    channels = _load_channels(env, hp)
+    channels = load_channels(env, hp)
     workers = auto_workers(hp, processes_per_host(env))
     train_set = CountDataset(channels["train"], hp.image_size, hp.augment)
     sampler = ShardSampler(len(train_set), ctx, hp.seed)
@@ -419,9 +231,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     loader = make_loader(train_set, sampler, hp, ctx, workers, loader_generator)
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / ctx.world_size) / hp.batch_size)
 
-    model = build_model(hp.arch, hp.pretrained).to(ctx.device)
-    if ctx.device.type == "cuda" and hp.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_to_device(build_model(hp.arch, hp.pretrained), hp, ctx)
     if ctx.enabled:
         model = DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
@@ -444,7 +254,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     resumed = store.load_latest()
     if resumed is not None:
         saved, path = resumed
-        state = _restore(saved, model, optimizer, scheduler, hp)
+        state = restore(saved, model, optimizer, scheduler, hp)
         if ctx.is_master:
             log.info(
                 "resumed from checkpoint %s: %d epoch(s) done, %d images into epoch %d",
@@ -457,7 +267,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
 
     def save_checkpoint() -> None:
         if ctx.is_master:
-            path = store.save(_checkpoint_state(model, optimizer, scheduler, state, hp))
+            path = store.save(checkpoint_state(model, optimizer, scheduler, state, hp))
             log.info("checkpoint written: %s", path)
 
     stop = _SigtermFlag()

@@ -1,0 +1,15 @@
+"""SageMaker's training contract: ``/opt/ml`` in, a selected model and its reports out.
+
+``job.run_job`` is ``./train``: it reads the tree (``environment``), spawns one process per GPU
+and turns any error into ``/opt/ml/output/failure``. Each process runs ``train.run``, the loop,
+read top to bottom like torchvision's reference ``train.py``. What the loop composes:
+
+* ``hyperparameters``: the typed, validated recipe from ``hyperparameters.json``;
+* ``data``: channels found and verified, the dataset and its loader;
+* ``sampler``: each rank's resumable share of an epoch's order;
+* ``recipe``: optimizer, learning-rate schedule and class weights from the hyperparameters;
+* ``precision``: autocast, gradient scaling and channels-last (``amp``, ``channels_last``);
+* ``distributed``: the process group from ``resourceconfig.json`` and the collectives;
+* ``state`` and ``checkpoint``: what a restarted job resumes from, and how it is stored;
+* ``metrics`` and ``reports``: the per-epoch metric line SageMaker parses, evaluation, plots.
+"""

@@ -1,0 +1,75 @@
+"""What a restarted job needs to carry on as if it had never stopped, and its checkpoint form.
+
+A checkpoint is only as good as what it restores: the loop's position (epochs done, images into
+the unfinished one, that epoch's running sums), model selection so far (best score, its epoch
+and weights, patience), the history the reports plot, and the random state, beside the model,
+optimizer and schedule. ``checkpoint_state`` and ``restore`` are each other's inverse;
+``CheckpointStore`` only stores the dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..model import unwrap
+from .hyperparameters import HyperParameters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed job needs beyond the model and optimizer."""
+
+    epoch: int = 0  # epochs fully completed
+    step_in_epoch: int = 0  # samples of this rank already seen in the unfinished epoch
+    partial: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss, correct, n
+    best_key: tuple[float, float] = (-1.0, -math.inf)  # (val accuracy, -val loss)
+    best_epoch: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    epochs_without_gain: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def checkpoint_state(model, optimizer, scheduler, state: TrainState, hp) -> dict[str, Any]:
+    return {
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "partial": list(state.partial),
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "best_key": list(state.best_key),
+        "best_epoch": state.best_epoch,
+        "best_weights": state.best_weights,
+        "epochs_without_gain": state.epochs_without_gain,
+        "history": state.history,
+        "hyperparameters": hp.model_dump(),
+    }
+
+
+def restore(saved, model, optimizer, scheduler, hp: HyperParameters) -> TrainState:
+    """Load ``saved`` into model, optimizer, schedule and RNG; the loop's state to go on from."""
+    if saved["hyperparameters"] != hp.model_dump():
+        changed = sorted(k for k, v in hp.model_dump().items() if saved["hyperparameters"][k] != v)
+        log.warning("resuming with changed hyperparameters %s", changed)
+    unwrap(model).load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    return TrainState(
+        epoch=saved["epoch"],
+        step_in_epoch=saved["step_in_epoch"],
+        partial=list(saved["partial"]),
+        best_key=tuple(saved["best_key"]),
+        best_epoch=saved["best_epoch"],
+        best_weights=saved["best_weights"],
+        epochs_without_gain=saved["epochs_without_gain"],
+        history=list(saved["history"]),
+    )
