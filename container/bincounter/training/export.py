@@ -31,7 +31,7 @@ from torch import nn
 from .. import exported
 from ..files import atomic_write_json
 from ..imaging import load_and_preprocess
-from ..model import CARD_FILE, load_card
+from ..model import CARD_FILE, load_card, load_model
 
 log = logging.getLogger("bincounter")
 
@@ -102,7 +102,6 @@ def compare(fp32: dict[str, Any], int8: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_openvino(
-    model: nn.Module,
     model_dir: Path,
     validation: Sequence[Labelled],
     test: Sequence[Labelled] | None,
@@ -112,12 +111,15 @@ def export_openvino(
 ) -> dict[str, Any]:
     """Write the IRs and check set into ``model_dir`` and record them in its card.
 
-    Returns the card's new OpenVINO section. Never raises for a missing library or a failed
-    export: the section then says ``skipped`` and why.
+    The network is read back from ``model_dir`` (on the CPU, in float32, as a server has it),
+    so what is exported is exactly what was saved. Returns the card's new OpenVINO section.
+    Never raises for a missing library or a failed export: the section then says ``skipped``
+    and why.
     """
     started = time.perf_counter()
     card = load_card(model_dir)
     try:
+        model, _ = load_model(model_dir)
         section = _export(model, model_dir, card, validation, test, calibration_photos, seed)
     except ImportError as exc:
         section = {"skipped": f"openvino or nncf not importable ({exc})"}
