@@ -80,6 +80,7 @@ class Predictor:
         model, card = load_model(model_dir)
         verify_exported(model_dir, card)
         image_size = int(card["image_size"])
+        loaded = time.perf_counter()
         runner, kind = build_engine(
             model,
             engine,
@@ -97,9 +98,11 @@ class Predictor:
             card=card,
         )
         predictor = cls(runner, info)
+        built = time.perf_counter()
         predictor.warm_up(warmup_batch_sizes)
         log.info(
-            "model %s (%s, %d px, version %s) ready on %s with %d compute threads in %.2f s",
+            "model %s (%s, %d px, version %s) ready on %s with %d compute threads in %.2f s "
+            "(load %.2f s, engine and its check %.2f s, warm-up %.2f s)",
             model_dir,
             info.arch,
             image_size,
@@ -107,6 +110,9 @@ class Predictor:
             kind,
             compute_threads or torch.get_num_threads(),
             time.perf_counter() - started,
+            loaded - started,
+            built - loaded,
+            time.perf_counter() - built,
         )
         return predictor
 
