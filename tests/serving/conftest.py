@@ -53,8 +53,10 @@ def trained_server(
     trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """The real server (``./serve``, gunicorn) on the model a real ``./train`` wrote."""
+    # fp32: these tests compare the served probabilities with eager PyTorch's to 1e-4; bf16 and
+    # int8 are checked by agreement in test_openvino.py.
     server = start_server(
-        {"SAGEMAKER_BASE_DIR": str(trained_model_dir.parent)},
+        {"SAGEMAKER_BASE_DIR": str(trained_model_dir.parent), "BINCOUNTER_PRECISION": "fp32"},
         tmp_path_factory.mktemp("server_log"),
     )
     try:

@@ -34,7 +34,8 @@ def test_defaults():
         max_batch_size=8,
         batch_wait_ms=5.0,
         max_instances=64,
-        engine="torchscript",
+        engine="auto",
+        precision="auto",
         access_log=False,
         log_level="info",
     )
@@ -60,6 +61,9 @@ def test_defaults():
         ("BINCOUNTER_BATCH_WAIT_MS", "0", "batch_wait_ms", 0.0),
         ("BINCOUNTER_MAX_INSTANCES", "10000", "max_instances", 10_000),
         ("BINCOUNTER_ENGINE", " Eager ", "engine", "eager"),
+        ("BINCOUNTER_ENGINE", "openvino", "engine", "openvino"),
+        ("BINCOUNTER_PRECISION", " INT8 ", "precision", "int8"),
+        ("BINCOUNTER_PRECISION", "bf16", "precision", "bf16"),
         ("BINCOUNTER_ACCESS_LOG", "yes", "access_log", True),
         ("BINCOUNTER_ACCESS_LOG", "Off", "access_log", False),
         ("BINCOUNTER_LOG_LEVEL", "DEBUG", "log_level", "debug"),
@@ -67,7 +71,8 @@ def test_defaults():
         ("SAGEMAKER_BASE_DIR", "/tmp/ml", "model_dir", Path("/tmp/ml/model")),
         # An empty value means the default, as an unset one does.
         ("SAGEMAKER_BIND_TO_PORT", "", "port", 8080),
-        ("BINCOUNTER_ENGINE", "  ", "engine", "torchscript"),
+        ("BINCOUNTER_ENGINE", "  ", "engine", "auto"),
+        ("BINCOUNTER_PRECISION", "", "precision", "auto"),
     ],
 )
 def test_each_knob_is_read(name, raw, field, value):
@@ -107,7 +112,8 @@ def test_compute_threads_follow_cores_per_worker(workers):
         ("BINCOUNTER_BATCH_WAIT_MS", "-1", "-1 is outside 0..1000"),
         ("BINCOUNTER_BATCH_WAIT_MS", "soon", "not a number"),
         ("BINCOUNTER_MAX_INSTANCES", "10001", "10001 is outside 1..10000"),
-        ("BINCOUNTER_ENGINE", "onnx", "'onnx': allowed torchscript, eager"),
+        ("BINCOUNTER_ENGINE", "onnx", "'onnx': allowed auto, openvino, cuda, torchscript, eager"),
+        ("BINCOUNTER_PRECISION", "fp16", "'fp16': allowed auto, fp32, bf16, int8"),
         ("BINCOUNTER_ACCESS_LOG", "maybe", "'maybe' is not a boolean"),
         ("BINCOUNTER_LOG_LEVEL", "loud", "'loud' is not a log level"),
     ],
@@ -121,4 +127,5 @@ def test_bad_value_names_the_variable_and_what_is_allowed(name, raw, message):
 
 def test_every_engine_name_has_a_builder():
     # config.ENGINES is read in gunicorn's arbiter without torch; engines.BUILDERS builds them.
-    assert set(ENGINES) == set(BUILDERS)
+    # "auto" is not a builder: engines.resolve_plan turns it into one.
+    assert set(ENGINES) == {"auto", *BUILDERS}

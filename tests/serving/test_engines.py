@@ -43,13 +43,13 @@ def test_torchscript_is_served_when_it_agrees(model):
 
 
 def offset(by: float):
-    def build(model: nn.Module, image_size: int):
-        return lambda x: model(x) + by
+    def build(source: engines.Source, precision: str):
+        return lambda x: source.model(x) + by
 
     return build
 
 
-def broken(model: nn.Module, image_size: int):
+def broken(source: engines.Source, precision: str):
     raise RuntimeError("no such backend")
 
 
@@ -68,7 +68,7 @@ def test_a_candidate_engine_must_agree_or_eager_is_served(
 ):
     monkeypatch.setitem(engines.BUILDERS, "candidate", builder)
     with caplog.at_level(logging.WARNING, "bincounter.serving"):
-        engine, served = build_engine(model, "candidate", 4)
+        engine, served = build_engine(model, "candidate", 4, device=engines.Device())
     assert served == kind
     assert (engine is model) == (kind == "eager")
     if warning:
@@ -92,3 +92,171 @@ def test_softmax64_rows_sum_to_one_in_float64():
     probs = softmax64(torch.tensor([[0.0, 1.0, 2.0, 3.0, 1000.0], [1.0] * 5]))
     assert probs.dtype.name == "float64" and abs(probs.sum(1) - 1).max() < 1e-15
     assert probs[0].argmax() == 4 and probs[1].tolist() == [0.2] * 5
+
+
+# --------------------------------------------------------------------------- plans and checks
+
+CPU, CPU_BF16 = engines.Device(), engines.Device(native_bf16=True)
+GPU, GPU_BF16 = engines.Device(cuda=True), engines.Device(cuda=True, native_bf16=True)
+
+
+def card_with_int8(fp32_accuracy: float = 0.60, int8_accuracy: float = 0.598) -> dict:
+    ir = {"xml": "x.xml", "bin": "x.bin", "xml_sha256": "0", "bin_sha256": "0"}
+    return {
+        "openvino": {
+            "files": {"fp32": ir, "int8": ir},
+            "int8": {
+                "validation": {"fp32_accuracy": fp32_accuracy, "int8_accuracy": int8_accuracy}
+            },
+        }
+    }
+
+
+OV, EAGER = "openvino", ("eager", "fp32")
+
+
+@pytest.mark.parametrize(
+    ("kind", "precision", "device", "card", "plan", "note"),
+    [
+        ("auto", "auto", CPU_BF16, {}, [(OV, "bf16"), (OV, "fp32"), EAGER], None),
+        ("auto", "auto", CPU, {}, [(OV, "fp32"), EAGER], None),
+        ("auto", "bf16", CPU, {}, [(OV, "fp32"), EAGER], "no native bf16"),
+        ("auto", "fp32", CPU_BF16, {}, [(OV, "fp32"), EAGER], None),
+        (
+            "openvino",
+            "int8",
+            CPU_BF16,
+            card_with_int8(),
+            [(OV, "int8"), (OV, "bf16"), (OV, "fp32"), EAGER],
+            None,
+        ),
+        ("openvino", "int8", CPU, card_with_int8(), [(OV, "int8"), (OV, "fp32"), EAGER], None),
+        ("openvino", "int8", CPU_BF16, {}, [(OV, "bf16"), (OV, "fp32"), EAGER], "no int8 IR"),
+        (
+            "openvino",
+            "int8",
+            CPU,
+            card_with_int8(0.60, 0.594),
+            [(OV, "fp32"), EAGER],
+            "0.60 points below fp32",
+        ),
+        ("auto", "auto", GPU_BF16, {}, [("cuda", "bf16"), ("cuda", "fp32"), EAGER], None),
+        ("auto", "auto", GPU, {}, [("cuda", "fp16"), ("cuda", "fp32"), EAGER], None),
+        ("cuda", "fp32", GPU, {}, [("cuda", "fp32"), EAGER], None),
+        (
+            "auto",
+            "int8",
+            GPU_BF16,
+            card_with_int8(),
+            [("cuda", "bf16"), ("cuda", "fp32"), EAGER],
+            "CPU engine",
+        ),
+        ("openvino", "auto", GPU_BF16, {}, [(OV, "bf16"), (OV, "fp32"), EAGER], None),
+        ("torchscript", "auto", CPU_BF16, {}, [("torchscript", "fp32"), EAGER], None),
+        ("torchscript", "bf16", CPU_BF16, {}, [("torchscript", "fp32"), EAGER], "fp32 only"),
+        ("eager", "int8", CPU_BF16, card_with_int8(), [EAGER], "fp32 only"),
+    ],
+    ids=[
+        "cpu_auto_bf16",
+        "cpu_auto_fp32",
+        "bf16_without_native_bf16",
+        "fp32_asked",
+        "int8_vouched",
+        "int8_vouched_no_bf16",
+        "int8_without_ir",
+        "int8_too_inaccurate",
+        "gpu_auto_bf16",
+        "gpu_auto_fp16",
+        "gpu_fp32",
+        "gpu_int8",
+        "openvino_asked_on_gpu",
+        "torchscript",
+        "torchscript_bf16",
+        "eager_int8",
+    ],
+)
+def test_the_plan_follows_precision_device_and_card(kind, precision, device, card, plan, note):
+    got, notes = engines.resolve_plan(kind, precision, device, card)
+    assert got == plan
+    if note:
+        assert len(notes) == 1 and note in notes[0]
+    else:
+        assert notes == []
+
+
+@pytest.mark.parametrize(
+    ("fp32", "int8", "refused"),
+    [(0.60, 0.60, False), (0.60, 0.595, False), (0.60, 0.5949, True), (0.60, 0.65, False)],
+)
+def test_int8_is_vouched_for_within_half_a_point(fp32, int8, refused):
+    from bincounter.exported import int8_refusal
+
+    assert (int8_refusal(card_with_int8(fp32, int8)) is not None) == refused
+
+
+def test_int8_without_recorded_accuracy_is_refused():
+    from bincounter.exported import int8_refusal
+
+    card = card_with_int8()
+    del card["openvino"]["int8"]
+    assert "no int8 and fp32 validation accuracy" in int8_refusal(card)
+    assert "skipped: no openvino" in int8_refusal({"openvino": {"skipped": "skipped: no openvino"}})
+
+
+def logits(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+REF = logits([[0, 1, 2, 3, 4]] * 18 + [[4, 3, 2, 1, 0]] * 2)
+
+
+@pytest.mark.parametrize(
+    ("got", "precision", "why"),
+    [
+        (REF + 5e-4, "fp32", None),
+        (REF + 2e-3, "fp32", "max |logit diff| 0.002"),
+        (REF + 0.5, "bf16", None),  # a shift changes no answer: no logit bound below fp32
+        (torch.cat([REF[:19], REF[:1]]), "bf16", None),  # 19/20 = 0.95 agree
+        (torch.cat([REF[:18], REF[:2]]), "bf16", "top-1 agreement 0.900"),
+        (torch.cat([REF[:18], REF[:2]]), "int8", None),
+        (torch.cat([REF[:18], REF[:2]]), "fp32", "top-1 agreement 0.900"),
+        (REF * float("nan"), "int8", "non-finite"),
+        (REF[:3], "bf16", "shape"),
+    ],
+    ids=[
+        "fp32_within",
+        "fp32_beyond",
+        "bf16_shift",
+        "bf16_one_off",
+        "bf16_two_off",
+        "int8_two_off",
+        "fp32_two_off",
+        "nan",
+        "shape",
+    ],
+)
+def test_each_precision_is_checked_by_what_it_can_promise(got, precision, why):
+    result = engines.disagreement(REF, got, precision)
+    if why is None:
+        assert result is None
+    else:
+        assert why in result
+
+
+def test_a_failing_step_gives_way_to_the_next(model, monkeypatch, caplog):
+    calls = []
+
+    def candidate(source, precision):
+        calls.append(precision)
+        if precision == "int8":
+            raise RuntimeError("no int8 here")
+        by = 1.0 if precision == "bf16" else 0.0  # bf16 moves logits, fp32 is exact
+        return lambda x: source.model(x) + (0 if precision == "fp32" else by * x.float().mean())
+
+    monkeypatch.setitem(engines.BUILDERS, "openvino", candidate)
+    with caplog.at_level(logging.WARNING, "bincounter.serving"):
+        _, served = build_engine(
+            model, "openvino", 4, precision="int8", card=card_with_int8(), device=CPU_BF16
+        )
+    assert calls[0] == "int8" and served in ("openvino-bf16", "openvino-fp32")
+    assert "openvino-int8 engine unavailable (RuntimeError: no int8 here)" in caplog.text

@@ -141,6 +141,24 @@ def test_chunked_body_over_the_limit_is_413(trained_server):
     assert_alive(trained_server)
 
 
+@pytest.mark.parametrize("size_mb", [7, 30])
+def test_a_client_that_sends_all_before_reading_gets_its_413(trained_server, size_mb):
+    # http.client (and many SDKs) write the whole body before reading: the server must read
+    # on after answering, or the client's send fails with a broken pipe and it never sees why.
+    port = int(trained_server.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        body = photo_bytes(0) + b"\x00" * (size_mb * 1024 * 1024)
+        connection.request("POST", "/invocations", body, {"Content-Type": "image/jpeg"})
+        response = connection.getresponse()
+        error = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 413 and error["error"] == "payload_too_large"
+    assert "6 MB" in error["message"] and error["request_id"]
+    assert_alive(trained_server)
+
+
 def test_refused_bodies_on_kept_alive_connections_do_not_pin_threads(trained_server):
     # More kept-alive connections than the worker has HTTP threads, each refused before its
     # 64 kB body was read (415), each left open and silent, as a client's connection pool does.
@@ -302,9 +320,9 @@ def test_environment_knobs_reach_the_server(tmp_path, small_model_dir):
             "MaxPayloadInMB": 1,
         }
         assert len(server.live_worker_pids()) == 2
-        # Two workers share the cores: torch threads per worker = cores / 2, never more.
+        # Two workers share the cores: compute threads per worker = cores / 2, never more.
         threads = max(1, cpu_count() // 2)
-        assert f"2 worker(s) x {threads} torch thread(s)" in server.log()
+        assert f"2 worker(s) x {threads} compute thread(s)" in server.log()
         assert "payload limit 1 MB" in server.log()
         over = post(server, photo_bytes(0) + b"\x00" * (1024 * 1024))
         assert over.status_code == 413 and "1 MB" in over.json()["message"]

@@ -43,7 +43,11 @@ def test_train_writes_model_card_metrics_and_reports(tmp_path):
     assert "test:accuracy" in parse_metrics(result.stdout)
 
     model_dir = base / "model"
-    assert sorted(p.name for p in model_dir.iterdir()) == sorted([CARD_FILE, WEIGHTS_FILE])
+    # model.pt and its card, and the OpenVINO export (export_openvino defaults to true).
+    exported = ["model.xml", "model.bin", "model_int8.xml", "model_int8.bin", "check_photos.npz"]
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(
+        [CARD_FILE, WEIGHTS_FILE, *exported]
+    )
     state = torch.load(model_dir / WEIGHTS_FILE, weights_only=True)
     assert state["1.fc.weight"].shape == (5, 512)
     card = json.loads((model_dir / CARD_FILE).read_text())
@@ -54,6 +58,11 @@ def test_train_writes_model_card_metrics_and_reports(tmp_path):
     assert set(card["normalization"]) >= {"mean", "std"}
     assert {"torch", "torchvision"} <= set(card["library_versions"])
     assert 1 <= card["metrics"]["best_epoch"] <= 2
+    openvino = card["openvino"]
+    assert set(openvino["files"]) == {"fp32", "int8"} and openvino["check_set"]["photos"] == 25
+    for split in ("validation", "test"):  # test recorded because the channel was given
+        assert openvino["int8"][split]["photos"] == 25
+        assert 0 <= openvino["int8"][split]["int8_accuracy"] <= 1
     model, _ = load_model(model_dir)
     assert model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1, 5)
 

@@ -8,11 +8,13 @@ Module map, in the order a request meets them:
   gunicorn with the settings ``gunicorn_conf`` derives from the config.
 * ``app``: the flask app factory and its routes (``/ping``, ``/invocations``,
   ``/execution-parameters``).
-* ``bodies``: WSGI middleware that drains refused request bodies (a gunicorn gthread flaw).
+* ``bodies``: WSGI middleware that drains refused request bodies (a gunicorn gthread flaw) and
+  lingers after answering an over-limit one, so the client reads its 413.
 * ``codec``: what a request may carry and how answers and refusals are written, down to numpy
   pixels; it runs on HTTP threads and never touches torch.
 * ``batcher``: the one thread per worker that runs torch, batching concurrent requests.
 * ``predictor``: model directory -> warmed-up engine -> probabilities.
-* ``engines``: the runners of the network (frozen TorchScript, eager) and the check that a
-  faster one answers as eager PyTorch does.
+* ``engines``: the runners of the network (OpenVINO on a CPU, torch on a GPU, frozen
+  TorchScript, eager), the precision each serves, and the check that it answers as eager
+  PyTorch does.
 """

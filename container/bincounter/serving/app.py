@@ -50,6 +50,7 @@ def start_batcher(config: ServingConfig, predictor: Predictor | None = None) -> 
         return Predictor.load(
             config.model_dir,
             engine=config.engine,
+            precision=config.precision,
             compute_threads=config.compute_threads,
             warmup_batch_sizes=sorted({1, 2, 4, config.max_batch_size}),
         )

@@ -7,6 +7,13 @@ the client may never send (benoitc/gunicorn#3301). Each such connection holds on
 worker's HTTP threads; a handful of them and ``/ping`` hangs, and SIGTERM waits out the whole
 graceful timeout.
 
+A body beyond that bound (a 7 MB photo against the 6 MB limit) is answered first and then
+*lingered on*, as nginx's lingering close does: up to ``LINGER_BYTES`` more are read and thrown
+away, for at most ``LINGER_S``, before the connection closes. A client that sends its whole
+body before reading (Python's ``http.client``, many SDKs) is still sending when the 413 is
+written; closing a socket with unread input makes the kernel answer with a reset, and that
+client would see a broken pipe instead of the 413 that explains it.
+
 A module of its own rather than part of ``codec``: the codec decides what a request means and
 works on flask's request; this works on the raw WSGI environ and gunicorn's socket, after the
 response is decided, and exists only for a flaw of one server. It goes when that flaw does.
@@ -16,10 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from typing import Any
 
 #: A client that stalls mid-body cannot hold an HTTP thread longer than this per read.
 DRAIN_TIMEOUT_S = 5.0
+#: After answering an over-limit body: at most this much more is read and discarded...
+LINGER_BYTES = 64 * 1024 * 1024
+#: ...for at most this long, then the read side is shut.
+LINGER_S = 10.0
 
 
 class FinishBody:
@@ -36,9 +48,20 @@ class FinishBody:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         try:
-            return self.app(environ, start_response)
-        finally:
+            body = self.app(environ, start_response)
+        except BaseException:
             self.finish(environ)
+            raise
+        if self._over_budget(environ) and environ.get("gunicorn.socket") is not None:
+            return _Lingering(body, environ)  # answer first, then read what the client sends
+        self.finish(environ)
+        return body
+
+    def _over_budget(self, environ: dict[str, Any]) -> bool:
+        try:
+            return int(environ.get("CONTENT_LENGTH") or 0) > self.budget
+        except ValueError:
+            return False
 
     def finish(self, environ: dict[str, Any]) -> None:
         sock = environ.get("gunicorn.socket")
@@ -71,3 +94,43 @@ class FinishBody:
     def _stop_reading(sock: socket.socket) -> None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RD)
+
+
+class _Lingering:
+    """The response, with a ``close`` that gunicorn calls once it is written: linger, then stop."""
+
+    def __init__(self, body: Any, environ: dict[str, Any]) -> None:
+        self.body = body
+        self.environ = environ
+
+    def __iter__(self) -> Any:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            linger(self.environ["gunicorn.socket"], self.environ["wsgi.input"])
+
+
+def linger(sock: socket.socket, stream: Any) -> None:
+    """Read and discard up to ``LINGER_BYTES`` for up to ``LINGER_S``, then shut the read side."""
+    deadline = time.monotonic() + LINGER_S
+    left = LINGER_BYTES
+    try:
+        while left > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            sock.settimeout(min(remaining, DRAIN_TIMEOUT_S))
+            data = stream.read(min(1 << 16, left))
+            if not data:
+                return  # the client sent it all: the close that follows is a clean one
+            left -= len(data)
+    except Exception:  # timeout, reset: this connection is done either way
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(None)
+    FinishBody._stop_reading(sock)

@@ -8,7 +8,7 @@ value fails the container at start with the variable's name instead of somewhere
 worker.
 
 Defaults fit the machine: one gunicorn worker whose batching thread runs the network with
-``torch`` intra-op threads = all cores. Requests are decoded in the worker's HTTP threads and
+compute threads (OpenVINO's, or torch's intra-op) = all cores. Requests are decoded in the worker's HTTP threads and
 queued; the batching thread runs whatever has queued up as one batch. So the threads that
 compute (workers x compute threads) equal the cores, and the HTTP threads, which mostly wait
 on the batcher, do not oversubscribe them. See ``docs/serving.md`` for the measurements.
@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..exported import PRECISIONS
 from ..paths import DEFAULT_BASE_DIR, Paths
 
-ENGINES = ("torchscript", "eager")
+#: ``auto``: OpenVINO on a CPU, the torch path on a GPU (``engines``).
+ENGINES = ("auto", "openvino", "cuda", "torchscript", "eager")
 
 
 def cpu_count() -> int:
@@ -82,7 +84,7 @@ class ServingConfig:
     workers: int = 1
     #: gunicorn threads per worker: concurrent requests a worker reads, decodes and waits on.
     http_threads: int = 8
-    #: torch intra-op threads per worker: the threads that actually compute.
+    #: Threads per worker that actually compute (OpenVINO's or torch's intra-op).
     compute_threads: int = 1
     timeout: int = 60
     graceful_timeout: int = 20
@@ -92,7 +94,9 @@ class ServingConfig:
     #: Longest wait for a request known to be decoding to join a batch (never for nobody).
     batch_wait_ms: float = 5.0
     max_instances: int = 64
-    engine: str = "torchscript"
+    engine: str = "auto"
+    #: ``auto``, ``fp32``, ``bf16`` or ``int8``; the engine serves the best it can vouch for.
+    precision: str = "auto"
     access_log: bool = False
     log_level: str = "info"
 
@@ -118,9 +122,14 @@ class ServingConfig:
         # Never more computing threads than cores, whatever the worker count.
         compute_default = max(1, cores // workers)
         timeout = _int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, 1, 3600)
-        engine = env.get("BINCOUNTER_ENGINE", "torchscript").strip().lower() or "torchscript"
+        engine = env.get("BINCOUNTER_ENGINE", "auto").strip().lower() or "auto"
         if engine not in ENGINES:
             raise ConfigError(f"BINCOUNTER_ENGINE={engine!r}: allowed {', '.join(ENGINES)}")
+        precision = env.get("BINCOUNTER_PRECISION", "auto").strip().lower() or "auto"
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"BINCOUNTER_PRECISION={precision!r}: allowed {', '.join(PRECISIONS)}"
+            )
         log_level = env.get("BINCOUNTER_LOG_LEVEL", "info").strip().lower() or "info"
         if log_level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"BINCOUNTER_LOG_LEVEL={log_level!r} is not a log level")
@@ -144,6 +153,7 @@ class ServingConfig:
             batch_wait_ms=_float(env, "BINCOUNTER_BATCH_WAIT_MS", 5.0, 0.0, 1000.0),
             max_instances=_int(env, "BINCOUNTER_MAX_INSTANCES", 64, 1, 10_000),
             engine=engine,
+            precision=precision,
             access_log=_bool(env, "BINCOUNTER_ACCESS_LOG", False),
             log_level=log_level,
         )

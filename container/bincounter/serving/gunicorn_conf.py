@@ -6,7 +6,7 @@
 * ``gthread`` workers: a worker's HTTP threads read and decode requests concurrently and wait on
   the worker's batching thread, which is the only one that computes. A sync worker would serve
   one request at a time and could never batch.
-* ``workers`` defaults to 1 and torch threads per worker to cores / workers, so the computing
+* ``workers`` defaults to 1 and compute threads per worker to cores / workers, so the computing
   threads never outnumber the cores (more workers only duplicate the model in memory and
   fight over the same cores).
 * ``graceful_timeout`` 20 s: on SIGTERM gunicorn stops accepting, lets in-flight requests
@@ -39,14 +39,15 @@ def settings(config: ServingConfig) -> dict[str, Any]:
     def on_starting(server: Any) -> None:
         logs.configure(config.log_level)
         log.info(
-            "serving %s on %s: %d worker(s) x %d torch thread(s), %d HTTP threads each, "
-            "engine %s, max batch %d, payload limit %g MB",
+            "serving %s on %s: %d worker(s) x %d compute thread(s), %d HTTP threads each, "
+            "engine %s, precision %s, max batch %d, payload limit %g MB",
             config.model_dir,
             config.bind,
             config.workers,
             config.compute_threads,
             config.http_threads,
             config.engine,
+            config.precision,
             config.max_batch_size,
             config.max_payload_mb,
         )

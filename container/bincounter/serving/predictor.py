@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..exported import verify_exported
 from ..imaging import load_and_preprocess
 from ..model import load_model
 from .engines import Engine, build_engine, check_input, softmax64
@@ -58,14 +59,16 @@ class Predictor:
         cls,
         model_dir: Path,
         *,
-        engine: str = "torchscript",
+        engine: str = "auto",
+        precision: str = "auto",
         compute_threads: int | None = None,
         warmup_batch_sizes: Sequence[int] = (1, 2, 4, 8),
     ) -> Predictor:
         """Load ``model_dir`` (raises ``ModelLoadError``), build the engine, warm it up.
 
-        ``compute_threads`` sets torch's intra-op threads for the process; the first call that
-        builds a pool wins, so the server calls this before any other tensor work.
+        ``compute_threads`` sets the engine's threads and torch's intra-op threads for the
+        process; the first call that builds a pool wins, so the server calls this before any
+        other tensor work.
         """
         if compute_threads:
             torch.set_num_threads(compute_threads)
@@ -73,9 +76,20 @@ class Predictor:
             with contextlib.suppress(RuntimeError):
                 torch.set_num_interop_threads(1)
         started = time.perf_counter()
-        model, card = load_model(Path(model_dir))
+        model_dir = Path(model_dir)
+        model, card = load_model(model_dir)
+        verify_exported(model_dir, card)
         image_size = int(card["image_size"])
-        runner, kind = build_engine(model, engine, image_size)
+        loaded = time.perf_counter()
+        runner, kind = build_engine(
+            model,
+            engine,
+            image_size,
+            precision=precision,
+            model_dir=model_dir,
+            card=card,
+            threads=compute_threads or torch.get_num_threads(),
+        )
         info = ModelInfo(
             arch=str(card["arch"]),
             image_size=image_size,
@@ -84,16 +98,21 @@ class Predictor:
             card=card,
         )
         predictor = cls(runner, info)
+        built = time.perf_counter()
         predictor.warm_up(warmup_batch_sizes)
         log.info(
-            "model %s (%s, %d px, version %s) ready on %s with %d threads in %.2f s",
+            "model %s (%s, %d px, version %s) ready on %s with %d compute threads in %.2f s "
+            "(load %.2f s, engine and its check %.2f s, warm-up %.2f s)",
             model_dir,
             info.arch,
             image_size,
             info.version,
             kind,
-            torch.get_num_threads(),
+            compute_threads or torch.get_num_threads(),
             time.perf_counter() - started,
+            loaded - started,
+            built - loaded,
+            time.perf_counter() - built,
         )
         return predictor
 

@@ -25,10 +25,11 @@ log = logging.getLogger("bincounter.serving")
 def preflight(config: ServingConfig) -> None:
     """Cheap checks of the model directory in the arbiter (raises ``ModelLoadError``).
 
-    The card and the weights' checksum are verified here; building the network happens in the
+    The card and the checksums of the weights and of any OpenVINO files are verified here; building the network happens in the
     worker, whose failure also stops the server (gunicorn's ``APP_LOAD_ERROR``).
     """
     from ..errors import ModelLoadError
+    from ..exported import verify_exported
     from ..model import verify_model_files
 
     if not config.model_dir.is_dir():
@@ -36,7 +37,8 @@ def preflight(config: ServingConfig) -> None:
             f"model directory {config.model_dir} does not exist: SageMaker extracts model.tar.gz "
             "there; on a host set SAGEMAKER_BASE_DIR to the tree 'train' wrote"
         )
-    verify_model_files(config.model_dir)
+    card, _ = verify_model_files(config.model_dir)
+    verify_exported(config.model_dir, card)
 
 
 class ModelServer(Application):

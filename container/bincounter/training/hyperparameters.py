@@ -78,6 +78,17 @@ class HyperParameters(BaseModel):
     )
     amp: bool = Field(True, description="bfloat16/float16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = Field(True, description="channels-last memory format on CUDA")
+    export_openvino: bool = Field(
+        True,
+        description="write the OpenVINO IR and check photos next to model.pt, for a fast server",
+    )
+    int8_calibration_photos: int = Field(
+        300,
+        ge=0,
+        le=100_000,
+        description="validation photos that calibrate the int8 model (with export_openvino); "
+        "0: no int8",
+    )
 
     def to_strings(self) -> dict[str, str]:
         """The form SageMaker's CreateTrainingJob carries (all strings), as the SDK writes it."""

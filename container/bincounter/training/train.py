@@ -45,6 +45,7 @@ from .distributed import (
     shutdown,
 )
 from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironment
+from .export import export_openvino
 from .hyperparameters import HyperParameters, parse_hyperparameters
 from .precision import TrainStep, autocast, model_to_device, to_device
 from .recipe import class_weights, lr_lambda, make_optimizer
@@ -366,5 +367,13 @@ def _finish(env, hp, ctx, model, channels, state: TrainState, workers: int) -> d
             best["validation:accuracy"],
             card["weights_sha256"][:12],
         )
+        if hp.export_openvino:
+            export_openvino(
+                env.paths.model_dir,
+                channels["validation"],
+                channels.get("test"),
+                calibration_photos=hp.int8_calibration_photos,
+                seed=hp.seed,
+            )
     barrier(ctx)
     return final

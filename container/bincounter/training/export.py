@@ -1,0 +1,195 @@
+"""The end of a training job: the model's OpenVINO forms, for a server that starts in a second.
+
+Run once, on rank 0, after ``model.pt`` and its card are written. It adds to the model
+directory (file names and card section in ``bincounter.exported``):
+
+* the float32 IR, so a server reads the network instead of converting it at start;
+* a check set: ``CHECK_PHOTOS`` validation photos as ``uint8`` pixels, on which a server checks
+  that its bf16 or int8 engine still picks eager PyTorch's counts;
+* unless turned off, an int8 IR quantized by NNCF (post-training, calibrated on validation
+  photos), and int8 beside float32 accuracy and RMSE on validation and, if the channel was
+  given, test. Test is evaluated and recorded, never used to choose anything; the server
+  serves int8 only if validation shows it within half a point of float32.
+
+The export is an optimisation of serving, never a condition of training: without ``openvino``
+(or ``nncf``) importable, or on any failure, the job still succeeds with ``model.pt``; the card
+says what was skipped and why, and a server converts the network at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from torch import nn
+
+from .. import exported
+from ..files import atomic_write_json
+from ..imaging import load_and_preprocess
+from ..model import CARD_FILE, load_card, load_model
+
+log = logging.getLogger("bincounter")
+
+#: Photos in the check set: enough that one flipped answer is a small fraction, small on disk.
+CHECK_PHOTOS = 32
+#: Photos per forward pass when evaluating the IRs.
+EVAL_BATCH = 16
+
+
+class Labelled(Protocol):
+    """A photo with its class index (``training.data.Sample``)."""
+
+    path: Path
+
+    @property
+    def label(self) -> int: ...
+
+
+def pick(samples: Sequence[Labelled], n: int, seed: int) -> list[Labelled]:
+    """``n`` samples spread over the classes (round-robin over shuffled per-class lists)."""
+    rng = random.Random(seed)
+    by_class: dict[int, list[Labelled]] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    for group in by_class.values():
+        rng.shuffle(group)
+    picked: list[Labelled] = []
+    while len(picked) < n and any(by_class.values()):
+        for label in sorted(by_class):
+            if by_class[label] and len(picked) < n:
+                picked.append(by_class[label].pop())
+    return picked
+
+
+def pixels(samples: Sequence[Labelled], image_size: int) -> np.ndarray:
+    """``uint8 [N, 3, S, S]``: the photos as training and serving preprocess them."""
+    return np.stack([load_and_preprocess(s.path, image_size).numpy() for s in samples])
+
+
+def evaluate(compiled: Any, samples: Sequence[Labelled], image_size: int) -> dict[str, Any]:
+    """Accuracy and RMSE (in items) of a compiled OpenVINO model on ``samples``."""
+    request = compiled.create_infer_request()
+    predicted: list[np.ndarray] = []
+    for start in range(0, len(samples), EVAL_BATCH):
+        batch = pixels(samples[start : start + EVAL_BATCH], image_size)
+        request.infer({0: batch}, share_inputs=True)
+        predicted.append(request.get_output_tensor(0).data.argmax(1))
+    guess = np.concatenate(predicted)
+    truth = np.array([s.label for s in samples])
+    return {
+        "photos": len(samples),
+        "accuracy": float((guess == truth).mean()),
+        "rmse": float(np.sqrt(((guess - truth) ** 2).mean())),
+        "predictions": guess,
+    }
+
+
+def compare(fp32: dict[str, Any], int8: dict[str, Any]) -> dict[str, Any]:
+    """The card's record of one split: both precisions' accuracy and RMSE, and agreement."""
+    return {
+        "photos": fp32["photos"],
+        "fp32_accuracy": fp32["accuracy"],
+        "int8_accuracy": int8["accuracy"],
+        "fp32_rmse": fp32["rmse"],
+        "int8_rmse": int8["rmse"],
+        "top1_agreement": float((fp32["predictions"] == int8["predictions"]).mean()),
+    }
+
+
+def export_openvino(
+    model_dir: Path,
+    validation: Sequence[Labelled],
+    test: Sequence[Labelled] | None,
+    *,
+    calibration_photos: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write the IRs and check set into ``model_dir`` and record them in its card.
+
+    The network is read back from ``model_dir`` (on the CPU, in float32, as a server has it),
+    so what is exported is exactly what was saved. Returns the card's new OpenVINO section.
+    Never raises for a missing library or a failed export: the section then says ``skipped``
+    and why.
+    """
+    started = time.perf_counter()
+    card = load_card(model_dir)
+    try:
+        model, _ = load_model(model_dir)
+        section = _export(model, model_dir, card, validation, test, calibration_photos, seed)
+    except ImportError as exc:
+        section = {"skipped": f"openvino or nncf not importable ({exc})"}
+    except Exception as exc:  # the trained model stands; only the faster serving is lost
+        log.exception("OpenVINO export failed; the model is served by converting at start")
+        section = {"skipped": f"export failed: {type(exc).__name__}: {exc}"}
+    if "skipped" in section:
+        log.warning("OpenVINO IR skipped: %s", section["skipped"])
+        for name in ("fp32", "int8"):  # nothing half-written may look listed
+            section.get("files", {}).pop(name, None)
+    card[exported.CARD_KEY] = section
+    atomic_write_json(model_dir / CARD_FILE, card)
+    log.info("OpenVINO export done in %.1f s", time.perf_counter() - started)
+    return section
+
+
+def _export(
+    model: nn.Module,
+    model_dir: Path,
+    card: dict[str, Any],
+    validation: Sequence[Labelled],
+    test: Sequence[Labelled] | None,
+    calibration_photos: int,
+    seed: int,
+) -> dict[str, Any]:
+    import openvino as ov
+
+    image_size = int(card["image_size"])
+    section: dict[str, Any] = {"openvino": ov.get_version(), "files": {}}
+    ov_model = exported.convert(model.eval(), image_size)
+    section["files"]["fp32"] = exported.save_ir(ov_model, model_dir, exported.FP32_XML)
+    check = pick(validation, CHECK_PHOTOS, seed)
+    section["check_set"] = exported.save_check_set(
+        model_dir, pixels(check, image_size), np.array([s.label for s in check])
+    )
+    log.info("OpenVINO IR and %d check photos written", len(check))
+    if calibration_photos <= 0:
+        section["int8"] = {"skipped": "int8_calibration_photos=0"}
+        return section
+
+    import nncf
+
+    calibration = pixels(pick(validation, calibration_photos, seed + 1), image_size)
+    quantized = nncf.quantize(
+        ov_model,
+        nncf.Dataset(list(calibration), lambda image: image[None]),
+        # Symmetric activations and weights: the fastest int8 kernels on CPU.
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(calibration),
+    )
+    section["files"]["int8"] = exported.save_ir(quantized, model_dir, exported.INT8_XML)
+    section["nncf"] = nncf.__version__
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU's own default may be bf16
+    compiled_fp32 = core.compile_model(ov_model, "CPU", f32)
+    compiled_int8 = core.compile_model(quantized, "CPU", f32)
+    int8: dict[str, Any] = {"calibration_photos": len(calibration)}
+    for split, samples in (("validation", validation), ("test", test)):
+        if samples:
+            int8[split] = compare(
+                evaluate(compiled_fp32, samples, image_size),
+                evaluate(compiled_int8, samples, image_size),
+            )
+            log.info(
+                "int8 on %s: accuracy %.4f (fp32 %.4f), RMSE %.3f (fp32 %.3f)",
+                split,
+                int8[split]["int8_accuracy"],
+                int8[split]["fp32_accuracy"],
+                int8[split]["int8_rmse"],
+                int8[split]["fp32_rmse"],
+            )
+    section["int8"] = int8
+    return section
