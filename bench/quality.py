@@ -83,7 +83,6 @@ def main() -> None:
         "precision": card["precision"],
         "validation": final["validation"],
         "validation_by_rule": final["validation_by_rule"],
-        "validation_tta8": final["validation_tta8"],
         "test": {k: test[k] for k in ("n", "accuracy", "rmse", "mae", "off_by_one")},
         "test_tta8": final["test_tta8"],
         "test_confusion_matrix": test["confusion_matrix"],

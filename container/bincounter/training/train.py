@@ -373,16 +373,15 @@ def _finish(
     """Restore the best epoch, fix its decision rule, save it, evaluate on test, write reports.
 
     The rule is chosen again from the best weights' validation figures (evaluation is
-    deterministic, so it is the rule that epoch was selected with). Validation and test are
-    also evaluated with 8-fold test-time augmentation under that same rule, for the record:
-    the served default is without it. Rank 0 writes.
+    deterministic, so it is the rule that epoch was selected with). Test is also evaluated
+    with 8-fold test-time augmentation under that same rule, for the record: the served
+    default is without it. Rank 0 writes.
     """
     if state.best_weights is not None:
         unwrap(model).load_state_dict(state.best_weights)
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     _, val_rules = evaluate(model, channels["validation"], hp, ctx, workers, precision)
     rule = pick_rule(hp, val_rules)
-    _, val_tta = evaluate(model, channels["validation"], hp, ctx, workers, precision, tta=8)
     figures = ("n", "accuracy", "rmse", "mae", "off_by_one")
     final: dict[str, Any] = {
         "best_epoch": state.best_epoch,
@@ -392,7 +391,6 @@ def _finish(
             k.split(":", 1)[1]: v for k, v in best.items() if k.startswith("validation:")
         },
         "validation_by_rule": {r: {k: v[k] for k in figures} for r, v in val_rules.items()},
-        "validation_tta8": {k: val_tta[rule][k] for k in figures},
     }
     if ctx.is_master:
         log.info("decision rule %s (decision=%s), chosen on validation", rule, hp.decision)
