@@ -6,10 +6,8 @@ probabilities that sum to 1, and the ``decision`` rule that turns those probabil
 one ``count`` a client gets. They live here, once, so the server cannot read a model differently
 from the job that chose it.
 
-Why several rules: an error of two items is worse than an error of one, and the most probable
-count (argmax) ignores that. The median of the distribution minimises the expected absolute
-error, the rounded mean (``expected``) the squared error; which one serves best is decided on
-validation at the end of training (``choose_rule``) and recorded in the card.
+The decision rules themselves live in ``decision`` (numpy only, so the server's HTTP side can
+apply them without importing torch).
 
 The eight flips and quarter turns of a photo keep its count (test-time augmentation,
 ``dihedral_variants``): averaging the probabilities of the eight is an option in evaluation and
@@ -18,7 +16,7 @@ serving.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,18 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import CLASSES
+from .decision import RULES, TTA_CHOICES, choose_rule, decide
+
+__all__ = ["RULES", "TTA_CHOICES", "choose_rule", "decide"]  # the rules, beside the heads
 
 #: The ``loss`` hyperparameter: plain cross-entropy, CORAL ordinal, CE + squared error of the mean.
 LOSSES: tuple[str, ...] = ("ce", "coral", "ce_mse")
 
 #: The heads a model card can name (``head``): which loss trains which head.
 HEADS: tuple[str, ...] = ("softmax", "coral")
-
-#: The ``decision`` rules: probabilities -> count.
-RULES: tuple[str, ...] = ("argmax", "expected", "median")
-
-#: Test-time augmentation: 1 (the photo as it is) or the 8 flips and quarter turns.
-TTA_CHOICES: tuple[int, ...] = (1, 8)
 
 
 def head_for_loss(loss: str) -> str:
@@ -135,43 +130,6 @@ def make_loss(
         return per.mean()
 
     return coral if loss == "coral" else ce
-
-
-def decide(p: np.ndarray | torch.Tensor, rule: str) -> np.ndarray:
-    """Probabilities ``[N, 5]`` -> class indices ``[N]`` (index i is count ``CLASSES[i]``).
-
-    ``argmax``: the most probable count (ties to the smaller). ``expected``: the mean count,
-    rounded half up. ``median``: the smallest count whose cumulative probability reaches 1/2.
-    """
-    p = np.asarray(p.detach().cpu() if isinstance(p, torch.Tensor) else p, dtype=np.float64)
-    p = np.atleast_2d(p)
-    last = len(CLASSES) - 1
-    if rule == "argmax":
-        return p.argmax(1)
-    if rule == "expected":
-        mean = p @ np.arange(len(CLASSES), dtype=np.float64)
-        return np.clip(np.floor(mean + 0.5), 0, last).astype(np.int64)
-    if rule == "median":
-        # A tiny tolerance so a cumulative sum of exactly 1/2 in float64 counts as reaching it.
-        return np.minimum((np.cumsum(p, axis=1) < 0.5 - 1e-12).sum(1), last).astype(np.int64)
-    raise ValueError(f"unknown decision rule {rule!r}; allowed: {', '.join(RULES)}")
-
-
-#: Two rules whose validation RMSE differs by less than this are taken as equal (the split
-#: has hundreds of photos, not millions), and the more accurate one wins.
-RMSE_TIE = 0.01
-
-
-def choose_rule(summaries: Mapping[str, Mapping[str, float]]) -> str:
-    """The rule the endpoint will apply, from each rule's validation figures.
-
-    Lowest RMSE: a count two items off is worse than one off, which accuracy cannot see.
-    Among rules within ``RMSE_TIE`` of the lowest, the most accurate (the tuning objective);
-    the order of ``RULES`` breaks exact ties.
-    """
-    best = min(s["rmse"] for s in summaries.values())
-    close = [r for r in RULES if r in summaries and summaries[r]["rmse"] <= best + RMSE_TIE]
-    return max(close, key=lambda r: (summaries[r]["accuracy"], -summaries[r]["rmse"]))
 
 
 def dihedral_variants(images: torch.Tensor | np.ndarray, channels_last: bool = False):

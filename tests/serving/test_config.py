@@ -35,6 +35,7 @@ def test_defaults():
         batch_wait_ms=5.0,
         max_instances=64,
         engine="torchscript",
+        tta=1,
         access_log=False,
         log_level="info",
     )
@@ -60,6 +61,8 @@ def test_defaults():
         ("BINCOUNTER_BATCH_WAIT_MS", "0", "batch_wait_ms", 0.0),
         ("BINCOUNTER_MAX_INSTANCES", "10000", "max_instances", 10_000),
         ("BINCOUNTER_ENGINE", " Eager ", "engine", "eager"),
+        ("BINCOUNTER_TTA", "8", "tta", 8),
+        ("BINCOUNTER_TTA", "1", "tta", 1),
         ("BINCOUNTER_ACCESS_LOG", "yes", "access_log", True),
         ("BINCOUNTER_ACCESS_LOG", "Off", "access_log", False),
         ("BINCOUNTER_LOG_LEVEL", "DEBUG", "log_level", "debug"),
@@ -110,6 +113,8 @@ def test_compute_threads_follow_cores_per_worker(workers):
         ("BINCOUNTER_ENGINE", "onnx", "'onnx': allowed torchscript, eager"),
         ("BINCOUNTER_ACCESS_LOG", "maybe", "'maybe' is not a boolean"),
         ("BINCOUNTER_LOG_LEVEL", "loud", "'loud' is not a log level"),
+        ("BINCOUNTER_TTA", "4", "allowed 1 (the photo as sent) or 8"),
+        ("BINCOUNTER_TTA", "9", "9 is outside 1..8"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_is_allowed(name, raw, message):

@@ -59,6 +59,11 @@ class Precision:
     reason: str
 
     @property
+    def grad_scaler(self) -> bool:
+        """fp16's narrow range underflows small gradients without loss scaling; bf16's does not."""
+        return self.dtype == torch.float16
+
+    @property
     def name(self) -> str:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
@@ -146,7 +151,7 @@ class TrainStep:
         self.criterion, self.precision = criterion, precision
         self.scaler = torch.amp.GradScaler(
             precision.device if precision.device == "cuda" else "cpu",
-            enabled=precision.dtype == torch.float16,
+            enabled=precision.grad_scaler,
         )
 
     def run(self, images: torch.Tensor, labels: torch.Tensor):

@@ -189,7 +189,7 @@ def evaluate(
         p = average_variants(probabilities(outputs, head), tta)
         loss_sum -= p.gather(1, labels.unsqueeze(1)).clamp_min(1e-12).log().sum().double().cpu()
         for r, rule in enumerate(RULES):
-            predicted = torch.from_numpy(decide(p, rule))
+            predicted = torch.from_numpy(decide(p.cpu().numpy(), rule))
             index = labels.cpu() * k + predicted
             confusion[r] += torch.bincount(index, minlength=k * k).view(k, k).double()
     loss_sum = all_reduce_sum(loss_sum, ctx)
