@@ -27,7 +27,7 @@ from bincounter.model import build_model  # noqa: E402
 from bincounter.training.data import CountDataset, Sample, auto_workers, make_loader  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
 from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
-from bincounter.training.precision import TrainStep  # noqa: E402
+from bincounter.training.precision import TrainStep, model_to_device, resolve, to_device  # noqa: E402
 from bincounter.training.recipe import lr_lambda, make_optimizer  # noqa: E402
 from bincounter.training.sampler import ShardSampler  # noqa: E402
 
@@ -36,25 +36,26 @@ from support import ABID, abid_labels  # noqa: E402
 
 def _setup(hp: HyperParameters):
     torch.manual_seed(0)
-    model = build_model(hp.arch)
+    ctx = DistContext()
+    precision = resolve(hp, ctx.device)
+    model = model_to_device(build_model(hp.arch), precision, ctx)
     optimizer = make_optimizer(model, hp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, 1000))
-    ctx = DistContext()
-    step = TrainStep(model, optimizer, scheduler, torch.nn.CrossEntropyLoss(), hp, ctx)
+    step = TrainStep(model, optimizer, scheduler, torch.nn.CrossEntropyLoss(), precision)
     return model.train(), step, ctx
 
 
 def model_only(hp: HyperParameters, steps: int, warmup: int) -> float:
-    _, step, _ = _setup(hp)
+    _, step, ctx = _setup(hp)
     images = torch.randint(
         0, 256, (hp.batch_size, 3, hp.image_size, hp.image_size), dtype=torch.uint8
     )
     labels = torch.randint(0, 5, (hp.batch_size,))
     for _ in range(warmup):
-        step.run(images, labels)
+        step.run(*to_device(images, labels, step.precision, ctx))
     started = time.perf_counter()
     for _ in range(steps):
-        step.run(images, labels)
+        step.run(*to_device(images, labels, step.precision, ctx))
     return steps * hp.batch_size / (time.perf_counter() - started)
 
 
@@ -67,11 +68,11 @@ def full_pipeline(hp: HyperParameters, samples: list[Sample], steps: int, warmup
     batches = iter(loader)
     for _ in range(warmup):
         images, labels = next(batches)
-        step.run(images, labels)
+        step.run(*to_device(images, labels, step.precision, ctx))
     started = time.perf_counter()
     for _ in range(steps):
         images, labels = next(batches)
-        step.run(images, labels)
+        step.run(*to_device(images, labels, step.precision, ctx))
     return steps * hp.batch_size / (time.perf_counter() - started)
 
 
