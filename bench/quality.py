@@ -73,12 +73,18 @@ def main() -> None:
     test = json.loads((out / "evaluation_test.json").read_text())
     import torch  # after the run: the import is slow and the run does not need it here
 
+    card = json.loads((base / "model" / "model_card.json").read_text())
     summary = {
         "hyperparameters": hps,
         "best_epoch": final["best_epoch"],
         "epochs_run": final["epochs_run"],
+        "head": card["head"],
+        "decision": final["decision"],
+        "precision": card["precision"],
         "validation": final["validation"],
-        "test": {k: test[k] for k in ("n", "accuracy", "rmse", "off_by_one")},
+        "validation_by_rule": final["validation_by_rule"],
+        "test": {k: test[k] for k in ("n", "accuracy", "rmse", "mae", "off_by_one")},
+        "test_tta8": final["test_tta8"],
         "test_confusion_matrix": test["confusion_matrix"],
         "test_per_count": test["per_count"],
         "train_seconds": round(elapsed),

@@ -34,7 +34,7 @@ from bincounter.shards import ShardWriter  # noqa: E402
 from bincounter.training.data import CountDataset, Sample, auto_workers, make_loader  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
 from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
-from bincounter.training.precision import TrainStep  # noqa: E402
+from bincounter.training.precision import TrainStep, model_to_device, resolve, to_device  # noqa: E402
 from bincounter.training.recipe import lr_lambda, make_optimizer  # noqa: E402
 from bincounter.training.sampler import ShardSampler  # noqa: E402
 from bincounter.training.streaming import index_shards, make_reader  # noqa: E402
@@ -44,25 +44,37 @@ from support import ABID, abid_labels  # noqa: E402
 
 def _setup(hp: HyperParameters):
     torch.manual_seed(0)
-    model = build_model(hp.arch)
+    ctx = DistContext()
+    precision = resolve(hp, ctx.device)
+    model = model_to_device(build_model(hp.arch), precision, ctx)
     optimizer = make_optimizer(model, hp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, 1000))
-    ctx = DistContext()
-    step = TrainStep(model, optimizer, scheduler, torch.nn.CrossEntropyLoss(), hp, ctx)
+    step = TrainStep(model, optimizer, scheduler, torch.nn.CrossEntropyLoss(), precision)
     return model.train(), step, ctx
 
 
+def _timed(batches, step, ctx, batch_size: int, steps: int, warmup: int, model: bool) -> float:
+    """Images/s over ``steps`` batches after ``warmup``; ``model=False`` only draws batches."""
+    for i in range(warmup + steps):
+        if i == warmup:
+            started = time.perf_counter()
+        images, labels = next(batches)
+        if model:
+            step.run(*to_device(images, labels, step.precision, ctx))
+    return steps * batch_size / (time.perf_counter() - started)
+
+
 def model_only(hp: HyperParameters, steps: int, warmup: int) -> float:
-    _, step, _ = _setup(hp)
+    _, step, ctx = _setup(hp)
     images = torch.randint(
         0, 256, (hp.batch_size, 3, hp.image_size, hp.image_size), dtype=torch.uint8
     )
     labels = torch.randint(0, 5, (hp.batch_size,))
     for _ in range(warmup):
-        step.run(images, labels)
+        step.run(*to_device(images, labels, step.precision, ctx))
     started = time.perf_counter()
     for _ in range(steps):
-        step.run(images, labels)
+        step.run(*to_device(images, labels, step.precision, ctx))
     return steps * hp.batch_size / (time.perf_counter() - started)
 
 
@@ -75,17 +87,7 @@ def full_pipeline(
     loader = make_loader(
         CountDataset(samples, hp.image_size, hp.augment), sampler, hp, ctx, auto_workers(hp, 1)
     )
-    batches = iter(loader)
-    for _ in range(warmup):
-        images, labels = next(batches)
-        if model:
-            step.run(images, labels)
-    started = time.perf_counter()
-    for _ in range(steps):
-        images, labels = next(batches)
-        if model:
-            step.run(images, labels)
-    return steps * hp.batch_size / (time.perf_counter() - started)
+    return _timed(iter(loader), step, ctx, hp.batch_size, steps, warmup, model)
 
 
 def shard_pipeline(
@@ -96,17 +98,7 @@ def shard_pipeline(
     channel = index_shards("train", folder, hp.image_size, 0.0, workers=1)
     loader, stream = make_reader(channel, hp, ctx, auto_workers(hp, 1), train=True)
     stream.set_epoch(0)
-    batches = iter(loader)
-    for _ in range(warmup):
-        images, labels = next(batches)
-        if model:
-            step.run(images, labels)
-    started = time.perf_counter()
-    for _ in range(steps):
-        images, labels = next(batches)
-        if model:
-            step.run(images, labels)
-    return steps * hp.batch_size / (time.perf_counter() - started)
+    return _timed(iter(loader), step, ctx, hp.batch_size, steps, warmup, model)
 
 
 def machine() -> str:

@@ -71,4 +71,5 @@ def test_quickstart_trains_serves_and_counts(tmp_path):
     )
     assert sorted(int(truth) for _, truth, _ in answers) == [1, 2, 3, 4, 5]
     assert all(1 <= int(counted) <= 5 for _, _, counted in answers)
+    assert "SMOKE-TEST model" in result.stdout and "bench/quality.py" in result.stdout
     assert (tmp_path / "run" / "opt_ml" / "model" / "model_card.json").is_file()

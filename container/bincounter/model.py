@@ -1,7 +1,8 @@
 """The counting model and its on-disk form.
 
 A torchvision ResNet whose first layer normalises ``uint8`` pixels with ImageNet statistics and
-whose head has five logits, one per count 1..5. On disk (``/opt/ml/model``) it is two files:
+whose head gives the count's distribution (five logits, or CORAL's four cumulative ones: see
+``counting``). On disk (``/opt/ml/model``) it is two files:
 ``model.pt``, a plain ``state_dict`` loadable with ``torch.load(weights_only=True)`` (no pickled
 classes), and ``model_card.json``, which says how to rebuild and feed the network and carries
 the sha256 of the weights so a server can refuse a mismatched pair.
@@ -20,6 +21,7 @@ import torchvision
 from torch import nn
 
 from . import ARCHITECTURES, CLASSES, __version__
+from .counting import HEADS, RULES, make_head
 from .errors import ModelLoadError
 from .files import atomic_write_json, sha256_file
 from .imaging import IMAGENET_MEAN, IMAGENET_STD
@@ -56,8 +58,8 @@ def download_pretrained(arch: str) -> Path:
     return pretrained_weights_path(arch)
 
 
-def build_model(arch: str, pretrained: bool = False) -> nn.Module:
-    """ResNet ``arch`` with a 5-way head; ImageNet weights from the local cache if asked.
+def build_model(arch: str, pretrained: bool = False, head: str = "softmax") -> nn.Module:
+    """ResNet ``arch`` with a count head (``counting.HEADS``); ImageNet weights if asked.
 
     Pretrained weights are read from the torch cache only, never downloaded here: training
     jobs may run with network isolation, and a hidden download is a hidden failure mode.
@@ -78,7 +80,7 @@ def build_model(arch: str, pretrained: bool = False) -> nn.Module:
             backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as exc:
             raise ModelLoadError(f"ImageNet weights at {path} could not be loaded: {exc}") from None
-    backbone.fc = nn.Linear(backbone.fc.in_features, len(CLASSES))
+    backbone.fc = make_head(head, backbone.fc.in_features)
     return nn.Sequential(Normalize(), backbone)
 
 
@@ -97,7 +99,14 @@ def library_versions() -> dict[str, str]:
 
 
 def save_model(
-    model: nn.Module, model_dir: Path, *, arch: str, image_size: int, extra: dict[str, Any]
+    model: nn.Module,
+    model_dir: Path,
+    *,
+    arch: str,
+    image_size: int,
+    extra: dict[str, Any],
+    head: str = "softmax",
+    decision: str = "argmax",
 ) -> dict[str, Any]:
     """Write weights then card into ``model_dir``; the card is written last, atomically.
 
@@ -113,6 +122,9 @@ def save_model(
         "format": "bincounter-model/1",
         "arch": arch,
         "classes": list(CLASSES),
+        # How outputs become 5 probabilities, and those a count (bincounter.counting).
+        "head": head,
+        "decision": decision,
         "image_size": image_size,
         "input": "RGB uint8, whole photo resized to image_size x image_size (no crop)",
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": 255},
@@ -147,6 +159,14 @@ def load_card(model_dir: Path) -> dict[str, Any]:
         raise ModelLoadError(f"model card {card_path} lacks {sorted(missing)}")
     if list(card["classes"]) != list(CLASSES):
         raise ModelLoadError(f"model card {card_path} has classes {card['classes']}, not {CLASSES}")
+    # Cards from before count-aware heads have neither key: a softmax head read by argmax.
+    card.setdefault("head", "softmax")
+    card.setdefault("decision", "argmax")
+    if card["head"] not in HEADS or card["decision"] not in RULES:
+        raise ModelLoadError(
+            f"model card {card_path} has head {card['head']!r} / decision {card['decision']!r}; "
+            f"this server knows heads {', '.join(HEADS)} and decisions {', '.join(RULES)}"
+        )
     return card
 
 
@@ -171,7 +191,7 @@ def verify_model_files(model_dir: Path) -> tuple[dict[str, Any], Path]:
 def load_model(model_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network from ``model_dir`` in eval mode, verifying the weights' checksum."""
     card, weights = verify_model_files(model_dir)
-    model = build_model(card["arch"], pretrained=False)
+    model = build_model(card["arch"], pretrained=False, head=card["head"])
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

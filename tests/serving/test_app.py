@@ -191,3 +191,41 @@ def test_batcher_answers_as_the_predictor_does(predictor):
         torch.stack([load_and_preprocess(photo_bytes(i), size) for i in range(6)])
     )
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_coral_model_with_tta_serves_its_cards_rule(tmp_path):
+    """head=coral and decision=median from the card; TTA x8 is the mean of the eight variants."""
+    from bincounter.counting import dihedral_variants
+    from bincounter.model import build_model, save_model
+    from bincounter.serving.config import ServingConfig
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    save_model(
+        build_model("resnet18", head="coral"),
+        model_dir,
+        arch="resnet18",
+        image_size=32,
+        extra={},
+        head="coral",
+        decision="median",
+    )
+    plain = Predictor.load(model_dir, engine="eager", warmup_batch_sizes=(1,))
+    tta = Predictor.load(model_dir, engine="eager", tta=8, warmup_batch_sizes=(1,))
+    assert (tta.info.head, tta.info.decision, tta.info.tta) == ("coral", "median", 8)
+    pixels = [decode_photo(photo_bytes(i), 32) for i in range(2)]
+    averaged = tta.predict_pixels(pixels)
+    variants = plain.predict_pixels(list(dihedral_variants(np.stack(pixels), channels_last=True)))
+    np.testing.assert_allclose(averaged, variants.reshape(8, 2, 5).mean(0), atol=1e-6)
+    np.testing.assert_allclose(averaged.sum(1), 1.0, atol=1e-12)
+
+    config = ServingConfig.from_environment({"BINCOUNTER_MODEL_DIR": str(model_dir)})
+    app = create_app(config, tta)
+    try:
+        answer = post(app.test_client(), photo_bytes(0)).get_json()
+    finally:
+        close_app(app)
+    probs = [answer["probabilities"][str(c)] for c in range(1, 6)]
+    assert math.isclose(sum(probs), 1.0, abs_tol=1e-9)
+    median = next(c for c in range(1, 6) if sum(probs[:c]) >= 0.5 - 1e-12)
+    assert answer["count"] == median

@@ -100,6 +100,24 @@ def test_probabilities_to_prediction(probabilities):
     json.dumps(prediction, allow_nan=False)  # plain JSON types only
 
 
+@pytest.mark.parametrize(
+    ("decision", "count"), [("argmax", 5), ("expected", 3), ("median", 5), (None, 5)]
+)
+def test_count_follows_the_cards_decision_rule(decision, count):
+    probabilities = [0.4, 0.0, 0.0, 0.0, 0.6]  # mode 5, mean 3.4, median 5
+    args = () if decision is None else (decision,)  # a card without one: argmax
+    prediction = probabilities_to_prediction(probabilities, "v", *args)
+    assert prediction["count"] == count
+    assert prediction["confidence"] == probabilities[count - 1]
+    assert prediction["expected_count"] == pytest.approx(3.4)
+
+
+def test_median_and_argmax_differ_on_a_spread_distribution():
+    probabilities = [0.3, 0.1, 0.25, 0.2, 0.15]  # mode 1, median 3
+    assert probabilities_to_prediction(probabilities, "v", "argmax")["count"] == 1
+    assert probabilities_to_prediction(probabilities, "v", "median")["count"] == 3
+
+
 def test_probabilities_to_prediction_ties_go_to_the_smaller_count():
     assert probabilities_to_prediction([0.0, 0.5, 0.5, 0.0, 0.0], "v")["count"] == 2
 

@@ -36,6 +36,7 @@ def test_defaults():
         max_instances=64,
         engine="auto",
         precision="auto",
+        tta=1,
         access_log=False,
         log_level="info",
     )
@@ -64,6 +65,8 @@ def test_defaults():
         ("BINCOUNTER_ENGINE", "openvino", "engine", "openvino"),
         ("BINCOUNTER_PRECISION", " INT8 ", "precision", "int8"),
         ("BINCOUNTER_PRECISION", "bf16", "precision", "bf16"),
+        ("BINCOUNTER_TTA", "8", "tta", 8),
+        ("BINCOUNTER_TTA", "1", "tta", 1),
         ("BINCOUNTER_ACCESS_LOG", "yes", "access_log", True),
         ("BINCOUNTER_ACCESS_LOG", "Off", "access_log", False),
         ("BINCOUNTER_LOG_LEVEL", "DEBUG", "log_level", "debug"),
@@ -116,6 +119,8 @@ def test_compute_threads_follow_cores_per_worker(workers):
         ("BINCOUNTER_PRECISION", "fp16", "'fp16': allowed auto, fp32, bf16, int8"),
         ("BINCOUNTER_ACCESS_LOG", "maybe", "'maybe' is not a boolean"),
         ("BINCOUNTER_LOG_LEVEL", "loud", "'loud' is not a log level"),
+        ("BINCOUNTER_TTA", "4", "allowed 1 (the photo as sent) or 8"),
+        ("BINCOUNTER_TTA", "9", "9 is outside 1..8"),
     ],
 )
 def test_bad_value_names_the_variable_and_what_is_allowed(name, raw, message):

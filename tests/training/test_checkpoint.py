@@ -87,3 +87,34 @@ def test_a_damaged_newest_falls_back_to_the_previous_one(tmp_path, caplog, damag
         loaded, path = store.load_latest()
     assert loaded["epoch"] == 1 and path.name == "ckpt-000001.pt"
     assert f"checkpoint {newest} {problem}" in caplog.text
+
+
+def test_sidecar_is_written_before_the_checkpoint_appears(tmp_path, monkeypatch):
+    """The checkpoint's rename is the commit point: its sidecar must already be there."""
+    import bincounter.training.checkpoint as checkpoint
+
+    seen = []
+    real = checkpoint.atomic_write_bytes
+
+    def spy(path, data, **kwargs):
+        seen.append((path.name, sorted(p.name for p in path.parent.glob("ckpt-*"))))
+        real(path, data, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", spy)
+    CheckpointStore(tmp_path, "job-1").save(_state(1))
+    assert seen == [
+        ("ckpt-000001.pt.sha256", []),
+        ("ckpt-000001.pt", ["ckpt-000001.pt.sha256"]),
+    ]
+
+
+def test_a_stale_sidecar_without_checkpoint_is_ignored_then_overwritten(tmp_path):
+    """A kill between sidecar and rename leaves a lone sidecar: no checkpoint, no harm."""
+    store = CheckpointStore(tmp_path, "job-1")
+    store.save(_state(1))
+    (store.dir / "ckpt-000002.pt.sha256").write_text("0" * 64)  # killed before the rename
+    loaded, path = store.load_latest()
+    assert loaded["epoch"] == 1 and path.name == "ckpt-000001.pt"
+    newest = store.save(_state(2))
+    assert newest.name == "ckpt-000002.pt"
+    assert store.load_latest()[0]["epoch"] == 2  # the stale hash was replaced

@@ -72,6 +72,32 @@ def test_sigkill_mid_epoch_resumes_losing_less_than_an_epoch(tmp_path):
     _assert_valid_model(base, 3)
 
 
+def test_sigkill_as_soon_as_a_checkpoint_appears_resumes_from_it(tmp_path):
+    """The appearance of ckpt-000001.pt is its commit: killed right then, the rerun resumes."""
+    base = build_tree(tmp_path, HPS, {"train": 40, "validation": 4})
+    checkpoint = base / "checkpoints" / "local" / "ckpt-000001.pt"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train")],
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists():
+        assert proc.poll() is None, "train ended before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+
+    result = run_train(base)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "has no .sha256 sidecar" not in result.stdout
+    assert "resumed from checkpoint" in result.stdout and "1 epoch(s) done" in result.stdout
+    assert _epochs(result.stdout) == [2, 3]
+    _assert_valid_model(base, 3)
+
+
 def test_sigterm_checkpoints_mid_epoch_and_exits_cleanly(tmp_path):
     base = build_tree(tmp_path, HPS, {"train": 40, "validation": 4})
     proc = _start(base)

@@ -60,6 +60,17 @@ def test_resuming_with_other_hyperparameters_names_them(tmp_path, caplog):
     assert "resuming with changed hyperparameters ['epochs', 'lr']" in caplog.text
 
 
+def test_a_checkpoint_from_before_precision_and_loss_resumes(caplog):
+    """Older checkpoints carry ``amp`` and lack the newer parameters: named, not a KeyError."""
+    model, optimizer, scheduler = _parts(seed=0)
+    saved = checkpoint_state(model, optimizer, scheduler, TrainState(epoch=2), HyperParameters())
+    old = {k: v for k, v in saved["hyperparameters"].items() if k not in ("precision", "loss")}
+    saved["hyperparameters"] = {**old, "amp": True}
+    with caplog.at_level(logging.WARNING, logger="bincounter.training.state"):
+        assert restore(saved, model, optimizer, scheduler, HyperParameters()).epoch == 2
+    assert "resuming with changed hyperparameters ['loss', 'precision']" in caplog.text
+
+
 def test_any_first_epoch_is_a_gain_over_a_fresh_state():
     state = TrainState()
     assert state.best_key < (0.0, -1e30) and state.best_weights is None

@@ -51,6 +51,7 @@ def start_batcher(config: ServingConfig, predictor: Predictor | None = None) -> 
             config.model_dir,
             engine=config.engine,
             precision=config.precision,
+            tta=config.tta,
             compute_threads=config.compute_threads,
             warmup_batch_sizes=sorted({1, 2, 4, config.max_batch_size}),
         )
@@ -145,7 +146,7 @@ def create_app(
             raise ClientError(
                 503, "busy", f"no answer within {config.timeout} s; retry later"
             ) from None
-        return codec.predictions_response(probabilities, info.version, batch)
+        return codec.predictions_response(probabilities, info.version, batch, info.decision)
 
     return app
 

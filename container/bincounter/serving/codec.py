@@ -24,6 +24,7 @@ from flask import Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import CLASSES
+from ..decision import decide
 from ..imaging import ImageError, load_image, preprocess_array
 
 log = logging.getLogger("bincounter.serving")
@@ -173,10 +174,16 @@ def decode_photos(photos: Sequence[bytes], image_size: int, batch: bool) -> list
 # --------------------------------------------------------------------------- responses
 
 
-def probabilities_to_prediction(probabilities: Sequence[float], version: str) -> dict[str, Any]:
-    """One photo's answer: the JSON object ``/invocations`` returns for it."""
+def probabilities_to_prediction(
+    probabilities: Sequence[float], version: str, decision: str = "argmax"
+) -> dict[str, Any]:
+    """One photo's answer: the JSON object ``/invocations`` returns for it.
+
+    ``count`` follows the model card's ``decision`` rule (``bincounter.counting.decide``), the
+    one chosen on validation; ``confidence`` is the probability of that count.
+    """
     probs = [float(p) for p in probabilities]
-    best = max(range(len(probs)), key=probs.__getitem__)
+    best = int(decide(np.asarray([probs]), decision)[0])
     return {
         "count": int(CLASSES[best]),
         "probabilities": {str(c): p for c, p in zip(CLASSES, probs, strict=True)},
@@ -191,9 +198,11 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, mimetype=JSON_TYPE)
 
 
-def predictions_response(probabilities: np.ndarray, version: str, batch: bool) -> Response:
+def predictions_response(
+    probabilities: np.ndarray, version: str, batch: bool, decision: str = "argmax"
+) -> Response:
     """``{"predictions": [...]}`` for a JSON batch, the one prediction for a single photo."""
-    predictions = [probabilities_to_prediction(p, version) for p in probabilities]
+    predictions = [probabilities_to_prediction(p, version, decision) for p in probabilities]
     if batch:
         return json_response({"predictions": predictions})
     return json_response(predictions[0])

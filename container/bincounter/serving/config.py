@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..decision import TTA_CHOICES
 from ..errors import ConfigError
 from ..exported import PRECISIONS
 from ..paths import DEFAULT_BASE_DIR, Paths
@@ -97,6 +98,7 @@ class ServingConfig:
     engine: str = "auto"
     #: ``auto``, ``fp32``, ``bf16`` or ``int8``; the engine serves the best it can vouch for.
     precision: str = "auto"
+    tta: int = 1
     access_log: bool = False
     log_level: str = "info"
 
@@ -133,6 +135,12 @@ class ServingConfig:
         log_level = env.get("BINCOUNTER_LOG_LEVEL", "info").strip().lower() or "info"
         if log_level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"BINCOUNTER_LOG_LEVEL={log_level!r} is not a log level")
+        tta = _int(env, "BINCOUNTER_TTA", 1, 1, 8)
+        if tta not in TTA_CHOICES:
+            raise ConfigError(
+                f"BINCOUNTER_TTA={tta}: allowed 1 (the photo as sent) or 8 (its flips and "
+                "quarter turns, averaged: about 8x the compute)"
+            )
         model_dir = env.get("BINCOUNTER_MODEL_DIR", "").strip()
         if not model_dir:
             base = env.get("SAGEMAKER_BASE_DIR", "").strip() or str(DEFAULT_BASE_DIR)
@@ -154,6 +162,7 @@ class ServingConfig:
             max_instances=_int(env, "BINCOUNTER_MAX_INSTANCES", 64, 1, 10_000),
             engine=engine,
             precision=precision,
+            tta=tta,
             access_log=_bool(env, "BINCOUNTER_ACCESS_LOG", False),
             log_level=log_level,
         )

@@ -43,6 +43,8 @@ import torch
 from torch import nn
 
 from .. import exported
+from ..counting import probabilities64
+from ..decision import decide
 
 log = logging.getLogger("bincounter.serving")
 
@@ -91,13 +93,27 @@ def check_input(image_size: int, n: int = 2) -> torch.Tensor:
     return (base + noise).clamp(0, 255).to(torch.uint8)
 
 
-def disagreement(expected: torch.Tensor, got: torch.Tensor, precision: str = "fp32") -> str | None:
-    """Why ``got`` does not answer as ``expected`` (eager float32) does, or ``None`` if it does."""
+def top1(outputs: torch.Tensor) -> np.ndarray:
+    """The answer of a softmax head read by argmax: the class of the largest logit."""
+    return outputs.argmax(1).numpy()
+
+
+def disagreement(
+    expected: torch.Tensor,
+    got: torch.Tensor,
+    precision: str = "fp32",
+    answers: Callable[[torch.Tensor], np.ndarray] = top1,
+) -> str | None:
+    """Why ``got`` does not answer as ``expected`` (eager float32) does, or ``None`` if it does.
+
+    Agreement is on ``answers``, the counts a client would get (the card's head and decision
+    rule), not on raw outputs: a CORAL head's largest cumulative logit says nothing.
+    """
     if tuple(got.shape) != tuple(expected.shape):
         return f"logits of shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
     got = got.float()
     diff = float((expected - got).abs().max())
-    agreement = int((expected.argmax(1) == got.argmax(1)).sum()) / max(1, len(expected))
+    agreement = float((answers(expected) == answers(got)).sum()) / max(1, len(expected))
     if not math.isfinite(diff):
         return "non-finite logits"
     if precision in MIN_AGREEMENT:
@@ -317,6 +333,11 @@ def build_engine(
     )
     with torch.inference_mode():
         expected = reference(example)
+    head, rule = card.get("head", "softmax"), card.get("decision", "argmax")
+
+    def answers(outputs: torch.Tensor) -> np.ndarray:
+        return decide(probabilities64(outputs, head), rule)
+
     for (name, prec), (next_name, next_prec) in itertools.pairwise(plan):
         what = served_name(name, prec)
         instead = served_name(next_name, next_prec)
@@ -330,7 +351,7 @@ def build_engine(
                 "%s engine unavailable (%s: %s); trying %s", what, type(exc).__name__, exc, instead
             )
             continue
-        why = disagreement(expected, got, prec)
+        why = disagreement(expected, got, prec, answers)
         if why is None:
             return engine, what
         log.warning("%s engine differs from eager PyTorch (%s); trying %s", what, why, instead)

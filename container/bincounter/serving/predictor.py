@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..counting import TTA_CHOICES, average_variants, dihedral_variants, probabilities64
 from ..exported import verify_exported
 from ..imaging import load_and_preprocess
 from ..model import load_model
-from .engines import Engine, build_engine, check_input, softmax64
+from .engines import Engine, build_engine, check_input
 
 log = logging.getLogger("bincounter.serving")
 
@@ -37,6 +38,17 @@ class ModelInfo:
     weights_sha256: str
     engine: str
     card: dict[str, Any] = field(repr=False, compare=False)
+    tta: int = 1
+
+    @property
+    def head(self) -> str:
+        """How the network's outputs become probabilities (``counting.HEADS``)."""
+        return str(self.card.get("head", "softmax"))
+
+    @property
+    def decision(self) -> str:
+        """How probabilities become the ``count`` (``counting.RULES``), as the card says."""
+        return str(self.card.get("decision", "argmax"))
 
     @property
     def version(self) -> str:
@@ -61,6 +73,7 @@ class Predictor:
         *,
         engine: str = "auto",
         precision: str = "auto",
+        tta: int = 1,
         compute_threads: int | None = None,
         warmup_batch_sizes: Sequence[int] = (1, 2, 4, 8),
     ) -> Predictor:
@@ -68,8 +81,11 @@ class Predictor:
 
         ``compute_threads`` sets the engine's threads and torch's intra-op threads for the
         process; the first call that builds a pool wins, so the server calls this before any
-        other tensor work.
+        other tensor work. ``tta=8`` averages each photo's eight flips and quarter turns
+        (whatever the engine).
         """
+        if tta not in TTA_CHOICES:
+            raise ValueError(f"tta={tta}: allowed {TTA_CHOICES}")
         if compute_threads:
             torch.set_num_threads(compute_threads)
             # Inter-op parallelism is unused here; it can be set once only, hence suppress.
@@ -96,17 +112,22 @@ class Predictor:
             weights_sha256=str(card["weights_sha256"]),
             engine=kind,
             card=card,
+            tta=tta,
         )
         predictor = cls(runner, info)
         built = time.perf_counter()
         predictor.warm_up(warmup_batch_sizes)
         log.info(
-            "model %s (%s, %d px, version %s) ready on %s with %d compute threads in %.2f s "
-            "(load %.2f s, engine and its check %.2f s, warm-up %.2f s)",
+            "model %s (%s, %d px, version %s, head %s, decision %s, TTA x%d) ready on %s with "
+            "%d compute threads in %.2f s (load %.2f s, engine and its check %.2f s, warm-up "
+            "%.2f s)",
             model_dir,
             info.arch,
             image_size,
             info.version,
+            info.head,
+            info.decision,
+            tta,
             kind,
             compute_threads or torch.get_num_threads(),
             time.perf_counter() - started,
@@ -117,10 +138,14 @@ class Predictor:
         return predictor
 
     def warm_up(self, batch_sizes: Sequence[int]) -> None:
-        """Run each batch size twice: the first passes allocate and (TorchScript) specialise."""
-        example = check_input(self.info.image_size, max(batch_sizes, default=1))
+        """Run each batch size twice: the first passes allocate and (TorchScript) specialise.
+
+        With TTA the engine sees eight times the photos, so those are the sizes warmed up.
+        """
+        sizes = [n * self.info.tta for n in batch_sizes]
+        example = check_input(self.info.image_size, max(sizes, default=1))
         for _ in range(2):
-            for n in batch_sizes:
+            for n in sizes:
                 self.predict_batch(example[:n])
 
     def preprocess(self, data: bytes) -> torch.Tensor:
@@ -131,12 +156,22 @@ class Predictor:
         return load_and_preprocess(data, self.info.image_size)
 
     def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
-        """``uint8 [N, 3, S, S]`` -> probabilities ``float64 [N, 5]`` (rows sum to 1)."""
+        """``uint8 [N, 3, S, S]`` -> probabilities ``float64 [N, 5]`` (rows sum to 1).
+
+        No TTA here: this is one pass of the engine, converted by the card's head.
+        """
         with torch.inference_mode():
-            logits = self._engine(batch)
-        return softmax64(logits)
+            outputs = self._engine(batch)
+        return probabilities64(outputs, self.info.head)
 
     def predict_pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """``uint8 [S, S, 3]`` arrays (``codec.decode_photos``) -> probabilities ``[N, 5]``."""
-        batch = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image in images])
-        return self.predict_batch(batch)
+        """``uint8 [S, S, 3]`` arrays (``codec.decode_photos``) -> probabilities ``[N, 5]``.
+
+        With TTA the eight variants are made in numpy, run as one batch by whatever engine
+        serves, and their probabilities averaged (rows still sum to 1).
+        """
+        pixels = np.stack(images)
+        if self.info.tta > 1:
+            pixels = dihedral_variants(pixels, channels_last=True)
+        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+        return average_variants(self.predict_batch(batch), self.info.tta)

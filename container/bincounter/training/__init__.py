@@ -10,7 +10,10 @@ read top to bottom like torchvision's reference ``train.py``. What the loop comp
 * ``streaming``: tar-shard channels verified into an index and streamed per rank and worker,
   and the one place that picks a channel's loader by layout;
 * ``recipe``: optimizer, learning-rate schedule and class weights from the hyperparameters;
-* ``precision``: autocast, gradient scaling and channels-last (``amp``, ``channels_last``);
+* ``precision``: bf16/fp16 autocast, gradient scaling and channels-last on every device, decided
+  once from the hyperparameters and what the device reports (``precision``, ``channels_last``);
+* ``bincounter.counting`` (shared with serving): the count heads, their losses, and the decision
+  rules that turn probabilities into a count;
 * ``distributed``: the process group from ``resourceconfig.json`` and the collectives;
 * ``state`` and ``checkpoint``: what a restarted job resumes from, and how it is stored;
 * ``metrics`` and ``reports``: the per-epoch metric line SageMaker parses, evaluation, plots.

@@ -1,8 +1,11 @@
 """Checkpoints that survive spot interruptions, SIGKILL and half-synced S3 folders.
 
 SageMaker syncs ``/opt/ml/checkpoints`` to S3 and restores it when a managed-spot job restarts.
-Each checkpoint is written to a temporary file, fsynced and renamed (so a reader never sees a
-partial file), followed by a ``.sha256`` sidecar. Loading walks from the newest checkpoint
+The appearance of ``ckpt-N.pt`` is the commit point: its ``.sha256`` sidecar, hashed from the
+bytes in memory, is written first, then the checkpoint itself goes to a temporary file, is
+fsynced and renamed into place (so a reader never sees a partial file). A kill at any moment
+leaves either a complete checkpoint with its sidecar, or no checkpoint (and perhaps a sidecar
+without one, which nothing reads and the next save of that number overwrites). Loading walks from the newest checkpoint
 back, skipping (and reporting) any whose checksum does not match or that does not load, so a
 truncated or corrupt file costs one checkpoint, never the job.
 
@@ -12,6 +15,7 @@ training jobs the same checkpoint S3 URI, and they must never resume each other.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -47,10 +51,13 @@ class CheckpointStore:
         path = self.dir / f"ckpt-{number:06d}.pt"
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
-        atomic_write_bytes(path.with_suffix(".pt.sha256"), sha256_file(path).encode())
+        data = buffer.getvalue()
+        atomic_write_bytes(
+            path.with_suffix(".pt.sha256"), hashlib.sha256(data).hexdigest().encode()
+        )
+        atomic_write_bytes(path, data)  # the commit point
         for old in existing[: max(0, len(existing) + 1 - self.keep)]:
-            old.unlink(missing_ok=True)
+            old.unlink(missing_ok=True)  # checkpoint before sidecar: never one without its hash
             old.with_suffix(".pt.sha256").unlink(missing_ok=True)
         return path
 

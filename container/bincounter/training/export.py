@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from torch import nn
 
 from .. import exported
+from ..counting import probabilities64
+from ..decision import decide
 from ..files import atomic_write_json
 from ..imaging import load_and_preprocess
 from ..model import CARD_FILE, load_card, load_model
@@ -71,14 +74,21 @@ def pixels(samples: Sequence[Labelled], image_size: int) -> np.ndarray:
     return np.stack([load_and_preprocess(s.path, image_size).numpy() for s in samples])
 
 
-def evaluate(compiled: Any, samples: Sequence[Labelled], image_size: int) -> dict[str, Any]:
-    """Accuracy and RMSE (in items) of a compiled OpenVINO model on ``samples``."""
+def evaluate(
+    compiled: Any, samples: Sequence[Labelled], image_size: int, card: dict[str, Any]
+) -> dict[str, Any]:
+    """Accuracy and RMSE (in items) of a compiled OpenVINO model on ``samples``.
+
+    Scored on the count the endpoint would return: the card's head turns outputs into
+    probabilities and its decision rule picks the count, as the server does.
+    """
     request = compiled.create_infer_request()
     predicted: list[np.ndarray] = []
     for start in range(0, len(samples), EVAL_BATCH):
         batch = pixels(samples[start : start + EVAL_BATCH], image_size)
         request.infer({0: batch}, share_inputs=True)
-        predicted.append(request.get_output_tensor(0).data.argmax(1))
+        outputs = torch.from_numpy(request.get_output_tensor(0).data.copy())
+        predicted.append(decide(probabilities64(outputs, card["head"]), card["decision"]))
     guess = np.concatenate(predicted)
     truth = np.array([s.label for s in samples])
     return {
@@ -180,8 +190,8 @@ def _export(
     for split, samples in (("validation", validation), ("test", test)):
         if samples:
             int8[split] = compare(
-                evaluate(compiled_fp32, samples, image_size),
-                evaluate(compiled_int8, samples, image_size),
+                evaluate(compiled_fp32, samples, image_size, card),
+                evaluate(compiled_int8, samples, image_size, card),
             )
             log.info(
                 "int8 on %s: accuracy %.4f (fp32 %.4f), RMSE %.3f (fp32 %.3f)",

@@ -16,9 +16,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import ARCHITECTURES
+from ..counting import LOSSES, RULES
 from ..errors import HyperparameterError
 
 #: Keys SageMaker or its SDKs add to a job's hyperparameters (the tuner's objective, the SDK's
@@ -51,9 +52,9 @@ class HyperParameters(BaseModel):
     lr_schedule: Literal["cosine", "step", "constant"] = Field(
         "cosine", description="decay after warm-up"
     )
-    warmup_epochs: float = Field(2.0, ge=0, le=100, description="linear warm-up length")
+    warmup_epochs: float = Field(1.0, ge=0, le=100, description="linear warm-up length")
     image_size: int = Field(
-        224, ge=32, le=1024, description="square side the whole photo is resized to (no crop)"
+        96, ge=32, le=1024, description="square side the whole photo is resized to (no crop)"
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="cross-entropy smoothing")
     class_weighting: Literal["none", "balanced", "sqrt"] = Field(
@@ -76,8 +77,27 @@ class HyperParameters(BaseModel):
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="share of unreadable photos per channel that fails the job"
     )
-    amp: bool = Field(True, description="bfloat16/float16 autocast on CUDA (ignored on CPU)")
-    channels_last: bool = Field(True, description="channels-last memory format on CUDA")
+    loss: Literal[LOSSES] = Field(
+        "ce",
+        description="ce (cross-entropy); coral (ordinal, P(count > k)); ce_mse (CE + squared "
+        "error of the expected count)",
+    )
+    mse_weight: float = Field(
+        0.5, ge=0, le=100, description="weight of the squared-error term of loss=ce_mse"
+    )
+    decision: Literal[("auto", *RULES)] = Field(
+        "auto",
+        description="probabilities -> count: auto picks argmax / expected (rounded mean) / "
+        "median on validation (lowest RMSE, ties to accuracy)",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on CUDA (fp16 + grad scaler without bf16) and on CPUs "
+        "with native bf16 (AMX, AVX512_BF16), else fp32",
+    )
+    channels_last: Literal["auto", "true", "false"] = Field(
+        "auto", description="channels-last memory format; auto: on CUDA and with bf16 on CPU"
+    )
     export_openvino: bool = Field(
         True,
         description="write the OpenVINO IR and check photos next to model.pt, for a fast server",
@@ -89,6 +109,12 @@ class HyperParameters(BaseModel):
         description="validation photos that calibrate the int8 model (with export_openvino); "
         "0: no int8",
     )
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _bool_to_text(cls, value: Any) -> Any:
+        # Older jobs pass channels_last=true/false, which arrives JSON-decoded as a bool.
+        return str(value).lower() if isinstance(value, bool) else value
 
     def to_strings(self) -> dict[str, str]:
         """The form SageMaker's CreateTrainingJob carries (all strings), as the SDK writes it."""

@@ -25,9 +25,11 @@ METRIC_NAMES: tuple[str, ...] = (
     "validation:loss",
     "validation:accuracy",
     "validation:rmse",
+    "validation:mae",
     "validation:off_by_one",
     "test:accuracy",
     "test:rmse",
+    "test:mae",
     "test:off_by_one",
     "train:images_per_second",
 )
@@ -78,19 +80,24 @@ def confusion_matrix(labels: Sequence[int], predictions: Sequence[int]) -> np.nd
 
 
 def summarize(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, object]:
-    """Accuracy, RMSE in items, off-by-one accuracy, per-count precision/recall, confusion.
+    """Accuracy, RMSE and MAE in items, off-by-one accuracy, per-count precision/recall, confusion.
 
-    RMSE is in items (counts), not class indices, so it reads as "off by about N items".
-    Precision of a count never predicted, or recall of a count absent from the labels, is
-    ``None`` (JSON ``null``): undefined, not zero, and never a NaN that strict JSON parsers reject.
+    RMSE and MAE are in items (counts), not class indices, so they read as "off by about N
+    items". Precision of a count never predicted, or recall of a count absent from the labels,
+    is ``None`` (JSON ``null``): undefined, not zero, and never a NaN that strict JSON parsers
+    reject.
     """
-    y = np.asarray(labels, dtype=np.int64)
-    p = np.asarray(predictions, dtype=np.int64)
-    n = int(y.size)
+    return summarize_confusion(confusion_matrix(labels, predictions))
+
+
+def summarize_confusion(matrix: Sequence[Sequence[int]]) -> dict[str, object]:
+    """``summarize`` from the confusion matrix alone (what distributed evaluation reduces)."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    n = int(matrix.sum())
     if n == 0:
         return {"n": 0}
-    diff = (p - y).astype(np.float64)
-    matrix = confusion_matrix(y, p)
+    k = len(CLASSES)
+    error = np.arange(k)[None, :] - np.arange(k)[:, None]  # predicted - true, per cell
     per_count = {}
     for i, count in enumerate(CLASSES):
         predicted = int(matrix[:, i].sum())
@@ -102,9 +109,10 @@ def summarize(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, ob
         }
     return {
         "n": n,
-        "accuracy": float((diff == 0).mean()),
-        "rmse": float(np.sqrt((diff**2).mean())),
-        "off_by_one": float((np.abs(diff) <= 1).mean()),
+        "accuracy": float(np.trace(matrix) / n),
+        "rmse": float(np.sqrt((matrix * error**2).sum() / n)),
+        "mae": float((matrix * np.abs(error)).sum() / n),
+        "off_by_one": float(matrix[np.abs(error) <= 1].sum() / n),
         "per_count": per_count,
         "confusion_matrix": matrix.tolist(),
         "classes": list(CLASSES),

@@ -58,8 +58,10 @@ def checkpoint_state(
 
 def restore(saved, model, optimizer, scheduler, hp: HyperParameters) -> TrainState:
     """Load ``saved`` into model, optimizer, schedule and RNG; the loop's state to go on from."""
-    if saved["hyperparameters"] != hp.model_dump():
-        changed = sorted(k for k, v in hp.model_dump().items() if saved["hyperparameters"][k] != v)
+    before = saved["hyperparameters"]
+    if before != hp.model_dump():
+        # A checkpoint from an older version lacks newer parameters (precision, loss, ...).
+        changed = sorted(k for k, v in hp.model_dump().items() if before.get(k, "absent") != v)
         log.warning("resuming with changed hyperparameters %s", changed)
     unwrap(model).load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])

@@ -22,13 +22,22 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributed.algorithms.join import Join
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import CLASSES
+from ..counting import (
+    RULES,
+    average_variants,
+    choose_rule,
+    decide,
+    dihedral_variants,
+    head_for_loss,
+    make_loss,
+    probabilities,
+)
 from ..errors import DataError
 from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
@@ -47,7 +56,7 @@ from .distributed import (
 from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironment
 from .export import export_openvino
 from .hyperparameters import HyperParameters, parse_hyperparameters
-from .precision import TrainStep, autocast, model_to_device, to_device
+from .precision import Precision, TrainStep, autocast, model_to_device, resolve, to_device
 from .recipe import class_weights, lr_lambda, make_optimizer
 from .state import TrainState, checkpoint_state, restore
 from .streaming import load_channel, lockstep_batches, make_reader
@@ -75,8 +84,13 @@ class _SigtermFlag:
 def train_one_epoch(
     model, step: TrainStep, loader, sampler, hp, ctx, state, stop, on_stop
 ) -> dict[str, float]:
-    """One pass over this rank's shard; returns metrics reduced over all ranks."""
+    """One pass over this rank's shard; returns metrics reduced over all ranks.
+
+    ``train:accuracy`` is of the most probable count (argmax): the decision rule is chosen on
+    validation, and training accuracy is only a fit diagnostic.
+    """
     model.train()
+    head = head_for_loss(hp.loss)
     loss_sum, correct, seen = state.partial
     started, last_log = time.monotonic(), time.monotonic()
     total = len(sampler) + state.step_in_epoch
@@ -92,11 +106,11 @@ def train_one_epoch(
     lockstep = lockstep_batches(sampler, hp.batch_size, ctx)
     with Join([model]) if ctx.enabled else contextlib.nullcontext():
         for batch, (images, labels) in enumerate(loader):
-            images, labels = to_device(images, labels, hp, ctx)
-            loss, logits = step.run(images, labels)
+            images, labels = to_device(images, labels, step.precision, ctx)
+            loss, outputs = step.run(images, labels)
             n = labels.numel()
             loss_sum += loss.item() * n
-            correct += (logits.argmax(1) == labels).sum().item()
+            correct += (probabilities(outputs.detach(), head).argmax(1) == labels).sum().item()
             seen += n
             epoch_images += n
             state.step_in_epoch += n
@@ -138,31 +152,48 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, samples: list[Sample], hp: HyperParameters, ctx: DistContext, workers: int
-) -> tuple[float, dict[str, Any]]:
-    """Loss and count metrics over a whole channel, each rank taking a slice, reduced exactly."""
+    model: nn.Module,
+    samples: list[Sample],
+    hp: HyperParameters,
+    ctx: DistContext,
+    workers: int,
+    precision: Precision,
+    tta: int = 1,
+) -> tuple[float, dict[str, dict[str, Any]]]:
+    """Loss and, per decision rule, count metrics over a whole channel, reduced exactly.
+
+    Each rank takes a slice. The loss is the negative log-likelihood of the true count under
+    the model's five probabilities (fp32, comparable across heads). ``tta=8`` averages the
+    probabilities of the eight flips and quarter turns of each photo.
+    """
     model.eval()
+    head = head_for_loss(hp.loss)
     loader, _ = make_reader(samples, hp, ctx, workers, train=False)
+    k = len(CLASSES)
     loss_sum = torch.zeros(1, dtype=torch.float64)
-    confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.float64)
+    confusion = torch.zeros(len(RULES), k, k, dtype=torch.float64)
     net = unwrap(model)
     for images, labels in loader:
-        images, labels = to_device(images, labels, hp, ctx)
-        with autocast(ctx, hp):
-            logits = net(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        predicted = logits.argmax(1)
-        index = (labels * len(CLASSES) + predicted).cpu()
-        confusion += torch.bincount(index, minlength=len(CLASSES) ** 2).view_as(confusion)
+        if tta > 1:
+            images = dihedral_variants(images)
+        images, labels = to_device(images, labels, precision, ctx)
+        with autocast(precision):
+            outputs = net(images)
+        p = average_variants(probabilities(outputs, head), tta)
+        loss_sum -= p.gather(1, labels.unsqueeze(1)).clamp_min(1e-12).log().sum().double().cpu()
+        for r, rule in enumerate(RULES):
+            predicted = torch.from_numpy(decide(p.cpu().numpy(), rule))
+            index = labels.cpu() * k + predicted
+            confusion[r] += torch.bincount(index, minlength=k * k).view(k, k).double()
     loss_sum = all_reduce_sum(loss_sum, ctx)
     confusion = all_reduce_sum(confusion, ctx).long()
-    labels_all, predicted_all = [], []
-    for i in range(len(CLASSES)):
-        for j in range(len(CLASSES)):
-            labels_all += [i] * int(confusion[i, j])
-            predicted_all += [j] * int(confusion[i, j])
-    summary = metrics.summarize(labels_all, predicted_all)
-    return float(loss_sum.item()) / max(1, summary["n"]), summary
+    summaries = {rule: metrics.summarize_confusion(confusion[r]) for r, rule in enumerate(RULES)}
+    return float(loss_sum.item()) / max(1, summaries[RULES[0]]["n"]), summaries
+
+
+def pick_rule(hp: HyperParameters, summaries: dict[str, dict[str, Any]]) -> str:
+    """The ``decision`` hyperparameter, or with ``auto`` the rule validation prefers."""
+    return choose_rule(summaries) if hp.decision == "auto" else hp.decision
 
 
 def load_channels(env: TrainingEnvironment, hp: HyperParameters) -> dict[str, list[Sample]]:
@@ -213,6 +244,14 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
             torch.__version__,
             torch.get_num_threads(),
         )
+    precision = resolve(hp, ctx.device)
+    if ctx.is_master:
+        log.info(
+            "precision %s, channels-last %s: %s",
+            precision.name,
+            precision.channels_last,
+            precision.reason,
+        )
     channels = load_channels(env, hp)
     workers = auto_workers(hp, processes_per_host(env))
     loader_generator = torch.Generator()
@@ -221,16 +260,14 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     )
     steps_per_epoch = math.ceil(math.ceil(sampler.size / ctx.world_size) / hp.batch_size)
 
-    model = model_to_device(build_model(hp.arch, hp.pretrained), hp, ctx)
+    head = head_for_loss(hp.loss)
+    model = model_to_device(build_model(hp.arch, hp.pretrained, head), precision, ctx)
     if ctx.enabled:
         model = DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
     weights = class_weights(channels["train"], hp.class_weighting)
-    criterion = nn.CrossEntropyLoss(
-        weight=None if weights is None else weights.to(ctx.device),
-        label_smoothing=hp.label_smoothing,
-    )
+    criterion = make_loss(hp.loss, weights, hp.label_smoothing, hp.mse_weight)
     if ctx.is_master and weights is not None:
         log.info(
             "class weights (%s): %s", hp.class_weighting, [round(w, 3) for w in weights.tolist()]
@@ -238,7 +275,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     optimizer = make_optimizer(model, hp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, steps_per_epoch))
 
-    step = TrainStep(model, optimizer, scheduler, criterion, hp, ctx)
+    step = TrainStep(model, optimizer, scheduler, criterion, precision)
     store = CheckpointStore(env.paths.checkpoint_dir, env.job_name)
     state = TrainState()
     resumed = store.load_latest()
@@ -270,7 +307,20 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
             train_metrics = train_one_epoch(
                 model, step, loader, sampler, hp, ctx, state, stop, save_checkpoint
             )
-            val_loss, val = evaluate(model, channels["validation"], hp, ctx, workers)
+            val_loss, val_rules = evaluate(
+                model, channels["validation"], hp, ctx, workers, precision
+            )
+            rule = pick_rule(hp, val_rules)
+            val = val_rules[rule]
+            if ctx.is_master:
+                log.info(
+                    "epoch %d validation per decision rule (accuracy/RMSE): %s; %s chosen",
+                    state.epoch + 1,
+                    ", ".join(
+                        f"{r} {v['accuracy']:.3f}/{v['rmse']:.3f}" for r, v in val_rules.items()
+                    ),
+                    rule,
+                )
             state.epoch += 1
             state.step_in_epoch, state.partial = 0, [0.0, 0.0, 0.0]
             line = {
@@ -280,6 +330,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
                 "validation:loss": val_loss,
                 "validation:accuracy": val["accuracy"],
                 "validation:rmse": val["rmse"],
+                "validation:mae": val["mae"],
                 "validation:off_by_one": val["off_by_one"],
             }
             state.history.append(line)
@@ -305,38 +356,60 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     except StopRequested:
         barrier(ctx)
         raise
-    return _finish(env, hp, ctx, model, channels, state, workers)
+    return _finish(env, hp, ctx, model, channels, state, workers, precision)
 
 
-def _finish(env, hp, ctx, model, channels, state: TrainState, workers: int) -> dict[str, Any]:
-    """Restore the best epoch, save it, evaluate on test, write reports (rank 0 writes)."""
+def _finish(
+    env, hp, ctx, model, channels, state: TrainState, workers: int, precision: Precision
+) -> dict[str, Any]:
+    """Restore the best epoch, fix its decision rule, save it, evaluate on test, write reports.
+
+    The rule is chosen again from the best weights' validation figures (evaluation is
+    deterministic, so it is the rule that epoch was selected with). Test is also evaluated
+    with 8-fold test-time augmentation under that same rule, for the record: the served
+    default is without it. Rank 0 writes.
+    """
     if state.best_weights is not None:
         unwrap(model).load_state_dict(state.best_weights)
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    _, val_rules = evaluate(model, channels["validation"], hp, ctx, workers, precision)
+    rule = pick_rule(hp, val_rules)
+    figures = ("n", "accuracy", "rmse", "mae", "off_by_one")
     final: dict[str, Any] = {
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
+        "decision": rule,
         "validation": {
             k.split(":", 1)[1]: v for k, v in best.items() if k.startswith("validation:")
         },
+        "validation_by_rule": {r: {k: v[k] for k in figures} for r, v in val_rules.items()},
     }
-    test_summary = None
+    if ctx.is_master:
+        log.info("decision rule %s (decision=%s), chosen on validation", rule, hp.decision)
+    test_summary = test_tta = None
     if "test" in channels:
-        test_loss, test_summary = evaluate(model, channels["test"], hp, ctx, workers)
-        final["test"] = {
-            "loss": test_loss,
-            **{k: test_summary[k] for k in ("n", "accuracy", "rmse", "off_by_one")},
-        }
+        test_loss, test_rules = evaluate(model, channels["test"], hp, ctx, workers, precision)
+        _, test_tta_rules = evaluate(model, channels["test"], hp, ctx, workers, precision, tta=8)
+        test_summary, test_tta = test_rules[rule], test_tta_rules[rule]
+        final["test"] = {"loss": test_loss, **{k: test_summary[k] for k in figures}}
+        final["test_tta8"] = {k: test_tta[k] for k in figures}
         if ctx.is_master:
             print(
                 metrics.format_metrics(
                     {
                         "test:accuracy": test_summary["accuracy"],
                         "test:rmse": test_summary["rmse"],
+                        "test:mae": test_summary["mae"],
                         "test:off_by_one": test_summary["off_by_one"],
                     }
                 ),
                 flush=True,
+            )
+            log.info(
+                "test with 8-fold TTA: accuracy %.4f, RMSE %.4f, MAE %.4f",
+                test_tta["accuracy"],
+                test_tta["rmse"],
+                test_tta["mae"],
             )
     if ctx.is_master:
         out = env.paths.output_data_dir
@@ -344,7 +417,9 @@ def _finish(env, hp, ctx, model, channels, state: TrainState, workers: int) -> d
         reports.plot_training_curves(state.history, out / "training_curves.png")
         payload = {"final": final, "history": state.history}
         if test_summary is not None:
-            atomic_write_json(out / "evaluation_test.json", test_summary)
+            atomic_write_json(
+                out / "evaluation_test.json", {**test_summary, "decision": rule, "tta8": test_tta}
+            )
             reports.plot_evaluation(test_summary, out / "evaluation_test.png", "test")
         atomic_write_json(out / "metrics.json", payload)
         card = save_model(
@@ -352,19 +427,23 @@ def _finish(env, hp, ctx, model, channels, state: TrainState, workers: int) -> d
             env.paths.model_dir,
             arch=hp.arch,
             image_size=hp.image_size,
+            head=head_for_loss(hp.loss),
+            decision=rule,
             extra={
                 "hyperparameters": hp.model_dump(),
                 "metrics": final,
+                "precision": precision.describe(),
                 "training_job": env.job_name or None,
                 "world_size": ctx.world_size,
                 "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         )
         log.info(
-            "model saved to %s (best epoch %d, validation accuracy %.3f, sha256 %s)",
+            "model saved to %s (best epoch %d, validation accuracy %.3f, decision %s, sha256 %s)",
             env.paths.model_dir,
             state.best_epoch,
             best["validation:accuracy"],
+            rule,
             card["weights_sha256"][:12],
         )
         if hp.export_openvino:
