@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from support import QUICK_HPS, build_tree, run_train
+from support import EXPORTING_HPS, build_tree, run_train
 
 
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``/opt/ml/model`` of a real ``./train`` run on real photos (shared by the session)."""
     base = tmp_path_factory.mktemp("opt_ml_trained")
-    build_tree(base, QUICK_HPS, {"train": 12, "validation": 6, "test": 6})
+    build_tree(base, EXPORTING_HPS, {"train": 12, "validation": 6, "test": 6})
     result = run_train(base)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return base / "model"

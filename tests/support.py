@@ -114,4 +114,10 @@ QUICK_HPS = {
     "num_workers": "0",
     "lr": "0.002",
     "warmup_epochs": "0",
+    # The OpenVINO export (conversion + NNCF int8) costs more than such a training itself: the
+    # tests of the export and of serving it turn it on (``EXPORTING_HPS``).
+    "export_openvino": "false",
 }
+
+#: ``QUICK_HPS`` with the end-of-job OpenVINO export, as the image's default recipe runs it.
+EXPORTING_HPS = {**QUICK_HPS, "export_openvino": "true"}

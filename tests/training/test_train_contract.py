@@ -10,7 +10,7 @@ import torch
 from bincounter.model import CARD_FILE, WEIGHTS_FILE, load_model, sha256_file
 from bincounter.training.metrics import METRIC_DEFINITIONS, parse_metrics
 
-from support import QUICK_HPS, build_tree, run_train
+from support import EXPORTING_HPS, QUICK_HPS, build_tree, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,9 @@ def sdk_encoded(hps: dict[str, str]) -> dict[str, str]:
 
 
 def test_train_writes_model_card_metrics_and_reports(tmp_path):
-    base = build_tree(tmp_path, sdk_encoded(QUICK_HPS), {"train": 10, "validation": 5, "test": 5})
+    base = build_tree(
+        tmp_path, sdk_encoded(EXPORTING_HPS), {"train": 10, "validation": 5, "test": 5}
+    )
     result = run_train(base)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not (base / "output" / "failure").exists()
@@ -43,7 +45,7 @@ def test_train_writes_model_card_metrics_and_reports(tmp_path):
     assert "test:accuracy" in parse_metrics(result.stdout)
 
     model_dir = base / "model"
-    # model.pt and its card, and the OpenVINO export (export_openvino defaults to true).
+    # model.pt and its card, and the OpenVINO export.
     exported = ["model.xml", "model.bin", "model_int8.xml", "model_int8.bin", "check_photos.npz"]
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(
         [CARD_FILE, WEIGHTS_FILE, *exported]
