@@ -306,3 +306,9 @@ def test_best_from_descriptions_rejects(tuning, fragment):
     with pytest.raises(LaunchError) as info:
         best_from_descriptions(tuning)
     assert fragment in info.value.reason
+
+
+def test_pipe_input_mode_is_refused_before_launch():
+    """The container refuses Pipe channels, so a job asking for one fails on the laptop."""
+    with pytest.raises(LaunchError, match="does not read Pipe channels"):
+        JobSettings(input_mode="Pipe").check()

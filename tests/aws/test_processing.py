@@ -181,10 +181,10 @@ def test_train_request_carries_input_mode_and_distribution_per_channel(
 ):
     data = f"s3://{BUCKET}/bc/shards"
     argv = ["train", "--data", data, "--no-test", "--no-wait", "--base-job-name", "pipe-shards"]
-    argv += ["--input-mode", "Pipe", "--distribution", "train=ShardedByS3Key", *CONFIG_FLAGS]
+    argv += ["--input-mode", "FastFile", "--distribution", "train=ShardedByS3Key", *CONFIG_FLAGS]
     _run(argv, capsys)
     request = moto_server.calls("CreateTrainingJob")[-1]
-    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "Pipe"
+    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "FastFile"
     kinds = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
         for c in request["InputDataConfig"]

@@ -22,6 +22,7 @@ from .. import logs
 from ..abid import BUCKET as ABID_BUCKET
 from ..errors import UserError
 from .config import AwsConfig, resolve_config
+from .inputs import INPUT_MODES
 
 log = logging.getLogger("bincounter.aws")
 
@@ -111,8 +112,9 @@ def _jobs_parent() -> argparse.ArgumentParser:
     g.add_argument(
         "--input-mode",
         default="File",
-        choices=["File", "FastFile", "Pipe"],
-        help="how channels reach the container (shards: any; photo folders: File, FastFile)",
+        choices=INPUT_MODES,
+        help="how channels reach the container: File (copied first) or FastFile (streamed "
+        "from S3 as read; best with tar shards)",
     )
     g.add_argument(
         "--distribution",

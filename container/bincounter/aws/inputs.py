@@ -17,6 +17,10 @@ from typing import Any
 from ..errors import UserError
 from ..training.hyperparameters import own_hyperparameters, parse_hyperparameters
 
+#: Pipe is not offered: the container refuses it (a per-epoch FIFO can be read once, by one
+#: reader, so it can be neither verified before training nor split across loader workers).
+INPUT_MODES = ("File", "FastFile")
+
 
 class LaunchError(UserError):
     """A launch request is inconsistent (spot without wait time, bad range, ...)."""

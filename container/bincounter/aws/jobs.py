@@ -36,13 +36,12 @@ from ..errors import HyperparameterError
 from ..training.hyperparameters import own_hyperparameters
 from ..training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 from .config import AwsConfig
-from .inputs import LaunchError, validate_hyperparameters
+from .inputs import INPUT_MODES, LaunchError, validate_hyperparameters
 from .ranges import RangeSpec, validate_ranges
 
 log = logging.getLogger(__name__)
 
 TUNING_NAME_MAX = 32
-INPUT_MODES = ("File", "FastFile", "Pipe")
 DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
 JOB_NAME_MAX = 63
 
@@ -65,9 +64,8 @@ class JobSettings:
     base_job_name: str = "bincounter"
     environment: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    #: How every channel reaches the container: ``File`` (copied before the start),
-    #: ``FastFile`` (S3 mounted, read on demand) or ``Pipe`` (streamed through a FIFO); shards
-    #: suit all three, one file per photo only the first two.
+    #: How every channel reaches the container: ``File`` (copied before the start) or
+    #: ``FastFile`` (S3 mounted, read on demand: tar shards stream at S3's sequential speed).
     input_mode: str = "File"
     #: Channel -> ``FullyReplicated`` (default) or ``ShardedByS3Key`` (each host gets its share
     #: of the objects; the container reads its own shards either way).
@@ -77,7 +75,10 @@ class JobSettings:
         if self.instance_count < 1:
             raise LaunchError(f"instance_count={self.instance_count} must be >= 1")
         if self.input_mode not in INPUT_MODES:
-            raise LaunchError(f"input mode {self.input_mode!r} is not one of {INPUT_MODES}")
+            raise LaunchError(
+                f"input mode {self.input_mode!r} is not one of {INPUT_MODES} (the training "
+                "container does not read Pipe channels; FastFile streams shards from S3)"
+            )
         for channel, kind in self.distribution.items():
             if kind not in DISTRIBUTIONS:
                 raise LaunchError(
