@@ -82,6 +82,32 @@ def resized_jpeg(path: Path, resize: int) -> tuple[bytes, int, int]:
     return buffer.getvalue(), image.size[0], image.size[1]
 
 
+def photo_entry(
+    photo: Photo,
+    split: str,
+    sha256: str,
+    size: int,
+    width: int,
+    height: int,
+    resize: int | None,
+) -> dict[str, Any]:
+    """A photo's manifest record, as written (bytes, checksum, size) and as fetched (source_*)."""
+    return {
+        "id": photo.id,
+        "count": photo.count,
+        "split": split,
+        "sha256": sha256,
+        "bytes": size,
+        "width": width,
+        "height": height,
+        "source_sha256": photo.sha256,
+        "source_bytes": photo.bytes,
+        "source_width": photo.width,
+        "source_height": photo.height,
+        "resize": resize,
+    }
+
+
 def write_layout(
     out_dir: Path,
     splits: dict[str, list[Photo]],
@@ -123,21 +149,7 @@ def write_layout(
             digest, size, width, height = photo.sha256, photo.bytes, photo.width, photo.height
         with lock:
             stats.written += 1
-        return {
-            "path": rel,
-            "id": photo.id,
-            "count": photo.count,
-            "split": split,
-            "sha256": digest,
-            "bytes": size,
-            "width": width,
-            "height": height,
-            "source_sha256": photo.sha256,
-            "source_bytes": photo.bytes,
-            "source_width": photo.width,
-            "source_height": photo.height,
-            "resize": resize,
-        }
+        return {"path": rel, **photo_entry(photo, split, digest, size, width, height, resize)}
 
     entries = parallel(write, jobs, workers, "write", progress)
     wanted = {e["path"] for e in entries}

@@ -25,7 +25,7 @@ from .. import shards as tar_shards
 from ..files import atomic_write_bytes, sha256_bytes
 from ..paths import base_dir
 from .fetch import Cache, Fetcher
-from .layout import SPLITS, resized_jpeg
+from .layout import SPLITS, photo_entry, resized_jpeg
 from .parts import FRAGMENTS_DIR, read_part, write_fragment
 from .pool import parallel
 from .records import Candidate, Excluded, Photo, PrepareError, Stats
@@ -115,20 +115,9 @@ def process_part(
                 for photo, (data, width, height) in zip(
                     chunk, pool.map(encoded, chunk), strict=True
                 ):
-                    entry = {
-                        "id": photo.id,
-                        "count": photo.count,
-                        "split": split,
-                        "sha256": sha256_bytes(data),
-                        "bytes": len(data),
-                        "width": width,
-                        "height": height,
-                        "source_sha256": photo.sha256,
-                        "source_bytes": photo.bytes,
-                        "source_width": photo.width,
-                        "source_height": photo.height,
-                        "resize": resize,
-                    }
+                    entry = photo_entry(
+                        photo, split, sha256_bytes(data), len(data), width, height, resize
+                    )
                     if writer is not None:
                         metadata = None
                         if with_metadata:
