@@ -132,7 +132,15 @@ def test_a_code_change_rebuilds_only_the_code_layers(image: str, tmp_path: Path)
     """Layer order: a change under container/ reuses every dependency layer (seconds)."""
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "train", "serve"):
+    for name in (
+        "Dockerfile",
+        ".dockerignore",
+        "pyproject.toml",
+        "README.md",
+        "train",
+        "serve",
+        "process",
+    ):
         shutil.copy2(REPO / name, context / name)
     shutil.copytree(REPO / "requirements", context / "requirements")
     shutil.copytree(
