@@ -62,4 +62,6 @@ def test_default_recipe_learns_well_above_the_majority_baseline(tmp_path):
     assert last["validation:accuracy"] >= bar, report
     assert last["validation:rmse"] < blind_rmse, report
     card = json.loads((base / "model" / "model_card.json").read_text())
-    assert card["metrics"]["validation"]["accuracy"] >= last["validation:accuracy"]
+    # The metric line carries 6 significant digits (0.330137 for 0.3301369...): compare within
+    # that rounding, or a best epoch that is the last one fails on the printed digit.
+    assert card["metrics"]["validation"]["accuracy"] >= last["validation:accuracy"] - 5e-7
