@@ -170,6 +170,17 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return fractions  # type: ignore[return-value]
 
 
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    """Which ids and how they split: the same flags for every preparation path."""
+    return {
+        "file_list": args.file_list,
+        "max_per_count": args.max_per_count,
+        "cache_dir": args.cache,
+        "seed": args.seed,
+        "fractions": _fractions(args.split),
+    }
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     if args.processing:
         return _prepare_processing(args)
@@ -180,11 +191,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     result = prepare(
         _prepare_source(args),
         args.out,
-        file_list=args.file_list,
-        max_per_count=args.max_per_count,
-        cache_dir=args.cache,
-        seed=args.seed,
-        fractions=_fractions(args.split),
+        **_selection(args),
         resize=args.resize,
         workers=args.workers,
         progress=not args.no_progress,
@@ -226,11 +233,7 @@ def _prepare_parts(args: argparse.Namespace) -> int:
         shard_bytes=int(args.shard_size_mb * 2**20),
         with_metadata=not args.no_shard_metadata,
         resize=args.resize,
-        file_list=args.file_list,
-        max_per_count=args.max_per_count,
-        cache_dir=args.cache,
-        seed=args.seed,
-        fractions=_fractions(args.split),
+        **_selection(args),
         depth=args.scan_depth,
         workers=args.workers,
         progress=not args.no_progress,
@@ -255,11 +258,7 @@ def _prepare_processing(args: argparse.Namespace) -> int:
         _prepare_source(args),
         args.out,
         parts=args.parts or 4 * count,
-        file_list=args.file_list,
-        max_per_count=args.max_per_count,
-        cache_dir=args.cache,
-        seed=args.seed,
-        fractions=_fractions(args.split),
+        **_selection(args),
         depth=args.scan_depth,
         workers=args.workers,
         progress=not args.no_progress,
