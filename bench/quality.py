@@ -42,13 +42,22 @@ def main() -> None:
     parser.add_argument(
         "--per-count", type=int, default=None, help="cap photos per count and split (default all)"
     )
+    parser.add_argument(
+        "--no-test",
+        action="store_true",
+        help="train on train, pick on validation, leave test alone (for comparing candidates: "
+        "test the chosen one later with bench/evaluate_test.py)",
+    )
     args, extra = parser.parse_known_args()
     hps = _hyperparameters(extra)
     base = args.out / "opt_ml"
     if base.exists():
         raise SystemExit(f"{base} exists: pick a fresh --out (a run never overwrites another)")
     n = args.per_count
-    build_tree(base, hps, {"train": n, "validation": n, "test": n})
+    channels = (
+        {"train": n, "validation": n} if args.no_test else {"train": n, "validation": n, "test": n}
+    )
+    build_tree(base, hps, channels)
     log_path = args.out / "train.log"
     started = time.monotonic()
     with open(log_path, "w") as log:
@@ -70,7 +79,7 @@ def main() -> None:
         raise SystemExit(f"train exited {rc}; see {log_path}")
     out = base / "output" / "data"
     final = json.loads((out / "metrics.json").read_text())["final"]
-    test = json.loads((out / "evaluation_test.json").read_text())
+    test = None if args.no_test else json.loads((out / "evaluation_test.json").read_text())
     import torch  # after the run: the import is slow and the run does not need it here
 
     card = json.loads((base / "model" / "model_card.json").read_text())
@@ -83,10 +92,16 @@ def main() -> None:
         "precision": card["precision"],
         "validation": final["validation"],
         "validation_by_rule": final["validation_by_rule"],
-        "test": {k: test[k] for k in ("n", "accuracy", "rmse", "mae", "off_by_one")},
-        "test_tta8": final["test_tta8"],
-        "test_confusion_matrix": test["confusion_matrix"],
-        "test_per_count": test["per_count"],
+        **(
+            {}
+            if test is None
+            else {
+                "test": {k: test[k] for k in ("n", "accuracy", "rmse", "mae", "off_by_one")},
+                "test_tta8": final["test_tta8"],
+                "test_confusion_matrix": test["confusion_matrix"],
+                "test_per_count": test["per_count"],
+            }
+        ),
         "train_seconds": round(elapsed),
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
