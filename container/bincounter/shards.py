@@ -172,9 +172,35 @@ class Problem:
     shard: str
     key: str | None
     reason: str
+    #: For a stream: bytes that could not be read as samples, of how many in all (a stream
+    #: cannot resynchronise after a damaged object, so this is the share of the data lost).
+    lost_bytes: int = 0
+    stream_bytes: int = 0
 
     def __str__(self) -> str:
         return f"{self.shard}: {self.key + ': ' if self.key else ''}{self.reason}"
+
+
+#: What may follow an archive's last member when nothing is wrong: the two zero blocks of the
+#: end-of-archive marker and padding up to tar's default record size.
+_CLEAN_TAIL = tarfile.RECORDSIZE + 2 * _BLOCK
+
+
+class _CountingReader:
+    """A read-only byte stream that counts what was read from it (a FIFO has no ``tell``)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.count = raw, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> int:
+        while self.read(1 << 20):
+            pass
+        return self.count
 
 
 def _has_end_marker(fileobj: IO[bytes], offset: int) -> bool:
@@ -199,12 +225,15 @@ def read_samples(
     """
     group_key: str | None = None
     group: dict[str, bytes] = {}
+    counted = _CountingReader(fileobj) if stream else None
+    last_end = 0
     try:
         mode = "r|" if stream else "r:"
-        with tarfile.open(fileobj=fileobj, mode=mode, ignore_zeros=stream) as tar:
+        with tarfile.open(fileobj=counted or fileobj, mode=mode, ignore_zeros=stream) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
+                last_end = member.offset_data + member.size
                 key, ext = split_key(member.name)
                 if key != group_key:
                     if group_key is not None:
@@ -227,10 +256,30 @@ def read_samples(
             yield Problem(shard, None, "truncated: no end-of-archive marker")
             return
     except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as exc:
-        yield Problem(shard, group_key, f"corrupt or truncated archive ({exc}); rest skipped")
+        reason = f"corrupt or truncated archive ({exc}); rest skipped"
+        if counted is None:
+            yield Problem(shard, group_key, reason)
+            return
+        total = counted.drain()
+        yield Problem(shard, group_key, reason, lost_bytes=total - last_end, stream_bytes=total)
         return
     if group_key is not None:
         yield Sample(group_key, group, shard)
+    if counted is not None:
+        # Concatenated archives: after a cut or corrupt object tarfile finds no aligned header
+        # again and skips the rest quietly. Whatever follows the last member beyond a clean
+        # end of archive was lost.
+        total = counted.drain()
+        lost = total - last_end
+        if lost > _CLEAN_TAIL:
+            yield Problem(
+                shard,
+                None,
+                f"{lost} of {total} bytes after byte {last_end} unreadable: a truncated or "
+                "corrupt object in the stream; the samples in it and after it are lost",
+                lost_bytes=lost,
+                stream_bytes=total,
+            )
 
 
 def read_shard(path: Path, *, wanted: set[str] | None = None) -> Iterator[Sample | Problem]:
