@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -121,3 +122,38 @@ QUICK_HPS = {
 
 #: ``QUICK_HPS`` with the end-of-job OpenVINO export, as the image's default recipe runs it.
 EXPORTING_HPS = {**QUICK_HPS, "export_openvino": "true"}
+
+
+class PipeFeeder(threading.Thread):
+    """What SageMaker does for a Pipe-mode channel, on this machine: for each pass ``n`` it
+    creates the FIFO ``<root>_<n>``, writes the channel's objects (``files``, in key order)
+    into it back to back and closes it; the next FIFO appears once a reader has drained the
+    previous one. ``stop`` releases a writer still waiting for its reader."""
+
+    def __init__(self, root: Path, files: list[Path], passes: int = 1000) -> None:
+        super().__init__(daemon=True)
+        self.root, self.files, self.passes = Path(root), list(files), passes
+        self.opened = 0
+        self._stopping = False
+
+    def run(self) -> None:
+        for n in range(self.passes):
+            path = Path(f"{self.root}_{n}")
+            os.mkfifo(path)
+            try:
+                with open(path, "wb") as f:  # blocks until the reader opens it
+                    if self._stopping:
+                        return
+                    self.opened += 1
+                    for file in self.files:
+                        f.write(file.read_bytes())
+            except BrokenPipeError:
+                pass  # the reader stopped early; SageMaker moves on to the next pass too
+
+    def stop(self) -> None:
+        self._stopping = True
+        path = Path(f"{self.root}_{self.opened}")
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # lets a waiting writer through
+            os.close(fd)
+        self.join(timeout=5)

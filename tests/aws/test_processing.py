@@ -176,15 +176,16 @@ def test_prepare_processing_end_to_end(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["FastFile", "Pipe"])
 def test_train_request_carries_input_mode_and_distribution_per_channel(
-    moto_server: RecordingMotoServer, capsys
+    moto_server: RecordingMotoServer, capsys, mode
 ):
     data = f"s3://{BUCKET}/bc/shards"
-    argv = ["train", "--data", data, "--no-test", "--no-wait", "--base-job-name", "pipe-shards"]
-    argv += ["--input-mode", "FastFile", "--distribution", "train=ShardedByS3Key", *CONFIG_FLAGS]
+    argv = ["train", "--data", data, "--no-test", "--no-wait", "--base-job-name", "shards"]
+    argv += ["--input-mode", mode, "--distribution", "train=ShardedByS3Key", *CONFIG_FLAGS]
     _run(argv, capsys)
     request = moto_server.calls("CreateTrainingJob")[-1]
-    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "FastFile"
+    assert request["AlgorithmSpecification"]["TrainingInputMode"] == mode
     kinds = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
         for c in request["InputDataConfig"]

@@ -202,12 +202,9 @@ def _env(tmp_path: Path, config: dict) -> TrainingEnvironment:
     )
 
 
-def test_pipe_mode_and_mixed_layouts_fail_with_a_reason(tmp_path):
+def test_mixed_layouts_fail_with_a_reason(tmp_path):
     hp = parse_hyperparameters({})
     root = _shards(tmp_path / "train")
-    env = _env(tmp_path, {"train": {"TrainingInputMode": "Pipe"}})
-    with pytest.raises(DataError, match="Pipe mode"):
-        load_channel("train", root, env, hp, 1)
     (root / "1").mkdir()
     (root / "1" / "x.jpg").write_bytes(_jpeg(1))
     with pytest.raises(DataError, match="mixes tar shards with 1 photo"):

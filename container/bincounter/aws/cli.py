@@ -113,8 +113,9 @@ def _jobs_parent() -> argparse.ArgumentParser:
         "--input-mode",
         default="File",
         choices=INPUT_MODES,
-        help="how channels reach the container: File (copied first) or FastFile (streamed "
-        "from S3 as read; best with tar shards)",
+        help="how channels reach the container: File (copied first), FastFile (streamed "
+        "from S3 as read; best with tar shards) or Pipe (tar shards only, one FIFO per pass, "
+        "one process per host)",
     )
     g.add_argument(
         "--distribution",

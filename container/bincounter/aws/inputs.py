@@ -17,9 +17,9 @@ from typing import Any
 from ..errors import UserError
 from ..training.hyperparameters import own_hyperparameters, parse_hyperparameters
 
-#: Pipe is not offered: the container refuses it (a per-epoch FIFO can be read once, by one
-#: reader, so it can be neither verified before training nor split across loader workers).
-INPUT_MODES = ("File", "FastFile")
+#: How channels reach the container. Pipe streams tar shards into one FIFO per pass, read by
+#: one process per host (``bincounter.training.streaming``); File and FastFile suit any layout.
+INPUT_MODES = ("File", "FastFile", "Pipe")
 
 
 class LaunchError(UserError):

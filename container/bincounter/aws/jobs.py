@@ -64,8 +64,9 @@ class JobSettings:
     base_job_name: str = "bincounter"
     environment: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    #: How every channel reaches the container: ``File`` (copied before the start) or
-    #: ``FastFile`` (S3 mounted, read on demand: tar shards stream at S3's sequential speed).
+    #: How every channel reaches the container: ``File`` (copied before the start),
+    #: ``FastFile`` (S3 mounted, read on demand: tar shards stream at S3's sequential speed) or
+    #: ``Pipe`` (tar shards only, streamed into a FIFO per pass; one process per host).
     input_mode: str = "File"
     #: Channel -> ``FullyReplicated`` (default) or ``ShardedByS3Key`` (each host gets its share
     #: of the objects; the container reads its own shards either way).
@@ -75,10 +76,7 @@ class JobSettings:
         if self.instance_count < 1:
             raise LaunchError(f"instance_count={self.instance_count} must be >= 1")
         if self.input_mode not in INPUT_MODES:
-            raise LaunchError(
-                f"input mode {self.input_mode!r} is not one of {INPUT_MODES} (the training "
-                "container does not read Pipe channels; FastFile streams shards from S3)"
-            )
+            raise LaunchError(f"input mode {self.input_mode!r} is not one of {INPUT_MODES}")
         for channel, kind in self.distribution.items():
             if kind not in DISTRIBUTIONS:
                 raise LaunchError(

@@ -28,9 +28,18 @@ ABID from a File or FastFile channel. The folder layout's guarantees are kept:
   differ from the stopped run's, as for folders. The number skipped is what the loop passes to
   ``set_epoch``, the same figure the folder sampler gets.
 
-Pipe mode is not read: a FIFO per epoch cannot be opened by several loader workers or indexed
-ahead of the epoch without being consumed. A Pipe shard channel fails with a clear reason; use
-File or FastFile (FastFile streams the same sequential reads from S3 on demand).
+**Pipe mode** (``PipeChannel``, ``PipeStream``): SageMaker streams the channel's objects, the
+tar shards back to back, into a FIFO ``<channel>_<n>``, a fresh one for each pass. Pass 0 is the
+index (every sample read and decoded, as above, so problems are counted before the first step);
+each later pass is one epoch of training or one evaluation, in the order the job reads them.
+A FIFO has one reader, so one process per host reads it (several processes per host are
+refused with the reason: use File or FastFile there) through one loader worker. Under
+``FullyReplicated`` every host receives the whole stream and keeps the samples whose key hashes
+to its rank; under ``ShardedByS3Key`` it keeps all of its share. Shuffling is the buffer's only
+(plus S3's ``ShuffleConfig`` if the channel sets one); a mid-epoch resume skips the first
+samples of the rank's shuffled stream, exact when the stream comes in the same order (no
+``ShuffleConfig``). A damaged object in a stream costs the rest of that pass: a tar stream
+cannot resynchronise after a bad header, so the index counts what it lost.
 """
 
 from __future__ import annotations
@@ -38,9 +47,12 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import torch
 import torch.distributed as dist
@@ -96,36 +108,42 @@ class ShardChannel(list[Sample]):
 
 def _scan(path: Path, name: str, image_size: int) -> tuple[list[tuple[str, int]], list]:
     """Good (key, count) pairs of one shard in order, and its problems."""
-    good: list[tuple[str, int]] = []
-    problems: list[tar_shards.Problem] = []
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
-        return good, [tar_shards.Problem(name, None, f"cannot open: {exc}")]
+        return [], [tar_shards.Problem(name, None, f"cannot open: {exc}")]
     with f:
-        for item in tar_shards.read_samples(f, name):
-            if isinstance(item, tar_shards.Problem):
-                problems.append(item)
-                continue
-            reason = None
-            try:
-                count = item.count()
-                if count not in CLASSES:
-                    reason = f"count {count} outside 1..5"
-                elif item.image is None:
-                    reason = f"no .{tar_shards.IMAGE_EXT} member (photo)"
-                else:
-                    load_and_preprocess(item.image, image_size)
-            except ValueError as exc:
-                reason = str(exc)
-            except ImageError as exc:
-                reason = f"photo: {exc.reason}"
-            except OSError as exc:  # what a decoder may still raise on damaged bytes
-                reason = f"photo: unreadable: {exc}"
-            if reason is None:
-                good.append((item.key, count))
+        return _check_all(tar_shards.read_samples(f, name), name, image_size)
+
+
+def _check_all(items, name: str, image_size: int) -> tuple[list[tuple[str, int]], list]:
+    """Good (key, count) pairs in order, and the problems, of what one archive or stream
+    yields: a sample is good when its label is a count 1..5 and its photo decodes."""
+    good: list[tuple[str, int]] = []
+    problems: list[tar_shards.Problem] = []
+    for item in items:
+        if isinstance(item, tar_shards.Problem):
+            problems.append(item)
+            continue
+        reason = None
+        try:
+            count = item.count()
+            if count not in CLASSES:
+                reason = f"count {count} outside 1..5"
+            elif item.image is None:
+                reason = f"no .{tar_shards.IMAGE_EXT} member (photo)"
             else:
-                problems.append(tar_shards.Problem(name, item.key, reason))
+                load_and_preprocess(item.image, image_size)
+        except ValueError as exc:
+            reason = str(exc)
+        except ImageError as exc:
+            reason = f"photo: {exc.reason}"
+        except OSError as exc:  # what a decoder may still raise on damaged bytes
+            reason = f"photo: unreadable: {exc}"
+        if reason is None:
+            good.append((item.key, count))
+        else:
+            problems.append(tar_shards.Problem(name, item.key, reason))
     return good, problems
 
 
@@ -154,10 +172,24 @@ def index_shards(
     files = {str(p.relative_to(root)): p for p in paths}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         scanned = list(pool.map(lambda n: _scan(files[n], n, image_size), files))
+    good = _accept(name, dict(zip(files, scanned, strict=True)), max_bad_fraction)
+    channel = ShardChannel(name, files, good, distribution, local_world)
+    if not channel:
+        raise DataError(f"channel '{name}' ({root}): its shards hold no readable samples")
+    return channel
+
+
+def _accept(
+    name: str,
+    scanned: dict[str, tuple[list[tuple[str, int]], list[tar_shards.Problem]]],
+    max_bad_fraction: float,
+) -> dict[str, list[tuple[str, int]]]:
+    """The good samples per shard (or stream) once duplicates are dropped; logs the problems
+    and fails the job when they exceed ``max_bad_fraction`` of the samples met."""
     good: dict[str, list[tuple[str, int]]] = {}
     problems: list[tar_shards.Problem] = []
     first_seen: dict[str, str] = {}
-    for shard, (pairs, found) in zip(files, scanned, strict=True):
+    for shard, (pairs, found) in scanned.items():
         problems.extend(found)
         kept = []
         for key, count in pairs:
@@ -178,7 +210,7 @@ def index_shards(
     log.info(
         "channel '%s': %d shards, %d samples, %d problems skipped (%.1f%%)",
         name,
-        len(files),
+        len(scanned),
         len(first_seen),
         len(problems),
         100 * share,
@@ -188,23 +220,111 @@ def index_shards(
             f"channel '{name}': {len(problems)} problems in {met} samples ({100 * share:.1f}%), "
             f"above max_bad_fraction={max_bad_fraction:g}; first: {problems[0]}"
         )
-    channel = ShardChannel(name, files, good, distribution, local_world)
+    return good
+
+
+# ------------------------------------------------------------------------------- Pipe mode
+
+#: How long to wait for SageMaker to create the next pass's FIFO before failing.
+PIPE_WAIT_S = 600.0
+#: The name the whole stream goes by in the index (``ShardChannel.good``) and in problems.
+STREAM = "stream"
+
+
+def pipe_path(root: Path, n: int) -> Path:
+    """SageMaker's FIFO for the ``n``-th pass over a Pipe channel: ``<channel dir>_<n>``."""
+    return Path(f"{root}_{n}")
+
+
+def open_pipe(root: Path, n: int, wait_s: float = PIPE_WAIT_S) -> IO[bytes]:
+    """Open pass ``n``'s FIFO, waiting for SageMaker to create it (it appears once the
+    previous pass was read to its end and closed)."""
+    path = pipe_path(root, n)
+    deadline = time.monotonic() + wait_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise DataError(
+                f"Pipe channel: {path} did not appear within {wait_s:.0f} s (pass {n} of the "
+                "channel); was the previous pass read to its end?"
+            )
+        time.sleep(0.05)
+    return open(path, "rb")
+
+
+class PipeChannel(ShardChannel):
+    """A Pipe channel's index (the good samples of pass 0, in stream order) and which pass
+    comes next. ``take_pass`` is called in the main process, once per epoch or evaluation."""
+
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        good: list[tuple[str, int]],
+        distribution: str = tar_shards.FULLY_REPLICATED,
+    ) -> None:
+        super().__init__(name, {STREAM: root}, {STREAM: good}, distribution, 1)
+        self.root = root
+        self.next_pass = 1
+
+    def take_pass(self) -> int:
+        n, self.next_pass = self.next_pass, self.next_pass + 1
+        return n
+
+
+def index_pipe(
+    name: str,
+    root: Path,
+    image_size: int,
+    max_bad_fraction: float,
+    *,
+    distribution: str = tar_shards.FULLY_REPLICATED,
+    local_world: int = 1,
+    wait_s: float = PIPE_WAIT_S,
+) -> PipeChannel:
+    """Read pass 0 of a Pipe channel to its end, decoding every photo: the index the later
+    passes are read against (the same checks as ``index_shards``)."""
+    if local_world > 1:
+        raise DataError(
+            f"channel '{name}' is in Pipe mode, which gives each host one FIFO with one reader, "
+            f"but {local_world} training processes run on each host: use File or FastFile "
+            "input mode (FastFile streams the same shards), or one process per host"
+        )
+    with open_pipe(root, 0, wait_s) as f:
+        scanned = _check_all(tar_shards.read_samples(f, STREAM, stream=True), STREAM, image_size)
+    lost = sum(p.lost_bytes for p in scanned[1])
+    total = max((p.stream_bytes for p in scanned[1]), default=0)
+    if lost and lost / total > max_bad_fraction:
+        raise DataError(
+            f"channel '{name}': {100 * lost / total:.1f}% of the Pipe stream's bytes could not be "
+            f"read (above max_bad_fraction={max_bad_fraction:g}): "
+            f"{next(p for p in scanned[1] if p.lost_bytes)}"
+        )
+    good = _accept(name, {STREAM: scanned}, max_bad_fraction)
+    channel = PipeChannel(name, root, good[STREAM], distribution)
     if not channel:
-        raise DataError(f"channel '{name}' ({root}): its shards hold no readable samples")
+        raise DataError(
+            f"channel '{name}' ({pipe_path(root, 0)}): its Pipe stream holds no readable "
+            "samples; a Pipe channel must hold tar shards (prepare --layout shards)"
+        )
     return channel
 
 
 def load_channel(
     name: str, root: Path, env: TrainingEnvironment, hp: HyperParameters, workers: int
 ) -> list[Sample]:
-    """One channel, verified: shards when it holds ``*.tar`` files, photo folders otherwise."""
+    """One channel, verified: a Pipe stream of shards, shards when it holds ``*.tar`` files,
+    photo folders otherwise."""
     config = env.input_data_config.get(name, {})
     mode = config.get("TrainingInputMode", "File")
-    pipe = Path(f"{root}_0")
-    if mode == "Pipe" or (not root.exists() and pipe.exists()):
-        raise DataError(
-            f"channel '{name}' is in Pipe mode, which training does not read: give it as File "
-            "or FastFile (--input-mode FastFile streams shards from S3 as they are read)"
+    distribution = config.get("S3DistributionType", tar_shards.FULLY_REPLICATED)
+    if mode == "Pipe" or (not root.exists() and pipe_path(root, 0).exists()):
+        return index_pipe(
+            name,
+            root,
+            hp.image_size,
+            hp.max_bad_fraction,
+            distribution=distribution,
+            local_world=processes_per_host(env),
         )
     if tar_shards.is_shard_channel(root):
         return index_shards(
@@ -212,7 +332,7 @@ def load_channel(
             root,
             hp.image_size,
             hp.max_bad_fraction,
-            distribution=config.get("S3DistributionType", tar_shards.FULLY_REPLICATED),
+            distribution=distribution,
             local_world=processes_per_host(env),
             workers=workers,
         )
@@ -363,6 +483,76 @@ class ShardStream(IterableDataset):
             yield tensor, CLASSES.index(count)
 
 
+def rank_of_key(key: str, world: int) -> int:
+    """The rank that trains on ``key`` when every host receives the whole Pipe stream: a
+    stable hash, so all hosts agree without talking and each sample has exactly one rank."""
+    return zlib.crc32(key.encode()) % world
+
+
+class PipeStream(ShardStream):
+    """This rank's samples of a Pipe channel for one pass, read from that pass's FIFO by one
+    loader worker (or the main process), through the shuffle buffer.
+
+    Training takes the next pass in ``set_epoch``; an evaluation stream is given its pass by
+    ``make_reader``. Both happen in the main process, before the worker is started.
+    """
+
+    def __init__(self, channel: PipeChannel, image_size: int, **kwargs) -> None:
+        kwargs["workers"] = min(1, kwargs.get("workers", 0))
+        super().__init__(channel, image_size, **kwargs)
+        self.pass_number: int | None = None
+        if self.channel.distribution == tar_shards.SHARDED_BY_S3_KEY:
+            # SageMaker gave this host a share already, and a host runs one process.
+            self.keys = list(channel.good[STREAM])
+        else:
+            self.keys = [
+                (key, count)
+                for key, count in channel.good[STREAM]
+                if rank_of_key(key, self.world) == self.rank
+            ]
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        super().set_epoch(epoch, start)
+        if self.train:
+            self.pass_number = self.channel.take_pass()
+
+    def _worker_sizes(self) -> list[int]:
+        return [len(self.keys)]
+
+    def plan(self, worker: int = 0, workers: int = 1) -> Iterator[tuple[str, int, bytes]]:
+        if workers != 1:
+            raise ValueError(f"a Pipe stream is read by one worker, not {workers}")
+        if self.pass_number is None:
+            raise RuntimeError("PipeStream read before it was given a pass (set_epoch)")
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:0")
+        skip = self.skips()[0]
+        items = tar_shards.shuffled(self._read_pass(), self.buffer, rng)
+        for i, item in enumerate(items):
+            if i >= skip:
+                yield item
+
+    def _read_pass(self) -> Iterator[tuple[str, int, bytes]]:
+        wanted = dict(self.keys)
+        name = pipe_path(self.channel.root, self.pass_number).name
+        with open_pipe(self.channel.root, self.pass_number) as f:
+            # Read to the end even past the last wanted sample: SageMaker opens the next
+            # pass's FIFO once this one is drained and closed.
+            for item in tar_shards.read_samples(f, name, stream=True, wanted=set(wanted)):
+                if isinstance(item, tar_shards.Problem) or item.key not in wanted:
+                    continue  # found and counted by the index
+                image = item.image
+                if image:
+                    yield item.key, wanted.pop(item.key), image
+        if wanted:
+            log.warning(
+                "channel '%s' pass %d: %d indexed samples not in the stream (first %s)",
+                self.channel.name,
+                self.pass_number,
+                len(wanted),
+                next(iter(wanted)),
+            )
+
+
 def _global_size(channel: ShardChannel, ctx: DistContext) -> int:
     """Samples in the epoch on all hosts: each host's share counted once."""
     if channel.distribution != tar_shards.SHARDED_BY_S3_KEY or not ctx.enabled:
@@ -384,7 +574,8 @@ def make_reader(
     place that chooses by layout. Folders: ``ShardSampler`` over ``CountDataset``; shards:
     a ``ShardStream``. Collective under ``ShardedByS3Key``: call it on every rank."""
     if isinstance(samples, ShardChannel):
-        stream = ShardStream(
+        kind = PipeStream if isinstance(samples, PipeChannel) else ShardStream
+        stream = kind(
             samples,
             hp.image_size,
             rank=ctx.rank,
@@ -397,13 +588,15 @@ def make_reader(
             batch_size=hp.batch_size,
             size=_global_size(samples, ctx),
         )
+        if isinstance(stream, PipeStream) and not train:
+            stream.pass_number = samples.take_pass()
         loader = DataLoader(
             stream,
             batch_size=hp.batch_size,
-            num_workers=workers,
+            num_workers=stream.workers,
             pin_memory=ctx.device.type == "cuda",
             generator=generator,
-            prefetch_factor=4 if workers else None,
+            prefetch_factor=4 if stream.workers else None,
         )
         return loader, stream
     sampler = ShardSampler(len(samples), ctx, hp.seed, shuffle=train)
