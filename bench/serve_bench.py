@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = [p.read_bytes() for p in sorted((ABID / "original").glob("*.jpg"))]
     work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
     if args.model_dir:
-        model_dir, model_note = args.model_dir, f"given: {args.model_dir}"
+        model_dir, model_note = args.model_dir.resolve(), f"given: {args.model_dir}"
     else:
         model_dir, model_note = train_model(work)
     results: dict[str, Any] = {
