@@ -51,6 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from bincounter.decision import decide
 from bincounter.imaging import load_and_preprocess, load_image, preprocess, preprocess_array
 from bincounter.model import build_model, load_model, save_model
 from bincounter.serving.codec import probabilities_to_prediction
@@ -196,9 +197,11 @@ def time_parts(photos: list[bytes], engine: Predictor) -> dict[str, float]:
 def test_split_agreement(
     model_dir: Path, engines: dict[str, Predictor]
 ) -> tuple[dict[str, Any], list]:
-    """Top-1 of each served precision vs eager PyTorch on every test-split photo, and accuracy."""
+    """Top-1 of each served precision vs eager PyTorch on every test-split photo, and the
+    accuracy of the count the endpoint returns (the card's decision rule, not always argmax)."""
     model, card = load_model(model_dir)
     size = int(card["image_size"])
+    rule = card.get("decision", "argmax")
     rows = labels("test")
     bodies = [(ABID / "images" / f"{image_id}.jpg").read_bytes() for image_id, _ in rows]
     batches = [
@@ -208,19 +211,23 @@ def test_split_agreement(
     with torch.inference_mode():
         eager = np.concatenate([softmax64(model(batch)) for batch in batches])
     truth = np.array([c for _, c in rows])
+    eager_count = decide(eager, rule) + 1
     result: dict[str, Any] = {
         "photos": len(rows),
-        "eager_accuracy": float((eager.argmax(1) + 1 == truth).mean()),
-        "predicted_count_histogram": np.bincount(eager.argmax(1) + 1, minlength=6)[1:].tolist(),
+        "decision": rule,
+        "eager_accuracy": float((eager_count == truth).mean()),
+        "predicted_count_histogram": np.bincount(eager_count, minlength=6)[1:].tolist(),
     }
     for name, engine in engines.items():
         served = np.concatenate([engine.predict_batch(batch) for batch in batches])
+        count = decide(served, rule) + 1
         result[name] = {
             "engine": engine.info.engine,
             "top1_agreement": float((eager.argmax(1) == served.argmax(1)).mean()),
+            "count_agreement": float((eager_count == count).mean()),
             "max_abs_probability_diff": float(np.abs(eager - served).max()),
-            "accuracy": float((served.argmax(1) + 1 == truth).mean()),
-            "rmse": float(np.sqrt(((served.argmax(1) + 1 - truth) ** 2).mean())),
+            "accuracy": float((count == truth).mean()),
+            "rmse": float(np.sqrt(((count - truth) ** 2).mean())),
         }
     return result, [bodies, eager]
 
@@ -503,11 +510,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         through = load(server.port, test_bodies, 16, len(test_bodies))
         assert through["errors"] == 0, through["first_error"]
-        served_top1 = np.array(
-            [through["_answers"][i]["count"] - 1 for i in range(len(test_bodies))]
-        )
+        answers = [through["_answers"][i] for i in range(len(test_bodies))]
+        served_p = np.array([[a["probabilities"][str(c)] for c in range(1, 6)] for a in answers])
+        served_count = np.array([a["count"] for a in answers])
         agreement["through_server_top1_agreement"] = float(
-            (served_top1 == eager_test.argmax(1)).mean()
+            (served_p.argmax(1) == eager_test.argmax(1)).mean()
+        )
+        agreement["through_server_count_agreement"] = float(
+            (served_count == decide(eager_test, agreement["decision"]) + 1).mean()
         )
         log = (work / "serve.log").read_text()
         results["server_engine_line"] = next(
