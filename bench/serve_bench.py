@@ -120,22 +120,52 @@ def pipeline_rate(run_one, items: list[Any], seconds: float = 4.0, warmup: float
     """Items per second of ``run_one`` over ``items`` (cycled), after a timed warm-up.
 
     The warm-up is timed, not counted: oneDNN builds its kernels and the allocator grows its
-    pools over the first second or so, and a few calls measured 4x too slow.
+    pools over the first second or so, and a few calls measured 4x too slow. The CPU time the
+    process spent per item (every thread, the engine's included) lands in ``LAST_CPU_MS``.
     """
     started = time.perf_counter()
     while time.perf_counter() - started < warmup:
         run_one(items[0])
-    done, started = 0, time.perf_counter()
+    done, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         run_one(items[done % len(items)])
         done += 1
+    LAST_CPU_MS[0] = 1000 * (time.process_time() - cpu) / done
     return done / (time.perf_counter() - started)
+
+
+#: CPU milliseconds per item of the last ``pipeline_rate`` call.
+LAST_CPU_MS = [0.0]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants:
+    the server's arbiter and workers, all threads, read from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, total, grew = {pid}, 0, True
+    while grew:
+        grew = False
+        for child, (parent, _) in stats.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    total = sum(stats[p][1] for p in tree if p in stats)
+    return total / tick
 
 
 def measure_pipeline(
     model_dir: Path, photos: list[bytes], engines: dict[str, Predictor]
-) -> dict[str, float]:
-    """Decode alone, eager at batch 1, and each served precision at batches of 1, 4 and 8."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Decode alone, eager at batch 1, and each served precision at batches of 1, 4 and 8:
+    images/s, and CPU milliseconds per image of each precision and batch size."""
     model, card = load_model(model_dir)
     size = int(card["image_size"])
 
@@ -154,6 +184,7 @@ def measure_pipeline(
         "decode_preprocess_no_draft_images_per_s": full_decode,
         "eager_bs1_images_per_s": pipeline_rate(eager_one, photos),
     }
+    cpu: dict[str, float] = {}
     for name, engine in engines.items():
 
         def one(photo: bytes, engine=engine) -> None:
@@ -163,9 +194,12 @@ def measure_pipeline(
             engine.predict_batch(torch.stack([engine.preprocess(p) for p in photos]))
 
         rates[f"{name}_bs1_images_per_s"] = pipeline_rate(one, photos)
+        cpu[f"{name}_bs1"] = LAST_CPU_MS[0]
         rates[f"{name}_bs4_images_per_s"] = 4 * pipeline_rate(group, fours)
+        cpu[f"{name}_bs4"] = LAST_CPU_MS[0] / 4
         rates[f"{name}_bs8_images_per_s"] = 8 * pipeline_rate(group, eights)
-    return rates
+        cpu[f"{name}_bs8"] = LAST_CPU_MS[0] / 8
+    return rates, cpu
 
 
 def time_parts(photos: list[bytes], engine: Predictor) -> dict[str, float]:
@@ -277,10 +311,13 @@ def load(
     requests: int,
     content_type: str = "image/jpeg",
     per_request: int = 1,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """``concurrency`` keep-alive clients send ``requests`` bodies in all; rates and latencies.
 
-    ``per_request`` photos per body (a JSON batch) count towards images/s.
+    ``per_request`` photos per body (a JSON batch) count towards images/s. CPU milliseconds
+    per image of the clients (this process) and, given ``server_pid``, of the server: the
+    clients share the server's cores here, which they would not in production.
     """
     lock = threading.Lock()
     cursor = iter(range(requests))
@@ -319,12 +356,17 @@ def load(
         conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    server_cpu = tree_cpu_seconds(server_pid) if server_pid else 0.0
+    client_cpu = time.process_time()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = tree_cpu_seconds(server_pid) - server_cpu if server_pid else None
+    images = max(1, per_request * len(answers))
     ms = np.array(latencies) * 1000
     return {
         "concurrency": concurrency,
@@ -334,6 +376,8 @@ def load(
         "images_per_s": per_request * len(answers) / wall,
         "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
         "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+        "client_cpu_ms_per_image": 1000 * client_cpu / images,
+        "server_cpu_ms_per_image": None if server_cpu is None else 1000 * server_cpu / images,
         "_answers": answers,
     }
 
@@ -342,12 +386,14 @@ def measure_server(running: Running, photos: list[bytes], plan: dict[int, int]) 
     rows = []
     for concurrency, n in plan.items():
         load(running.port, photos, concurrency, 4 * concurrency)  # warm-up: connections, batches
-        row = load(running.port, photos, concurrency, n)
+        row = load(running.port, photos, concurrency, n, server_pid=running.process.pid)
         row.pop("_answers")
         rows.append(row)
         print(
             f"  c={concurrency:<2d} {row['images_per_s']:6.1f} images/s  "
-            f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}"
+            f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}  "
+            f"CPU ms/image server {row['server_cpu_ms_per_image']:.2f} "
+            f"client {row['client_cpu_ms_per_image']:.2f}"
         )
     return rows
 
@@ -375,8 +421,9 @@ VARIANTS = {
     "precision_int8": ({"BINCOUNTER_PRECISION": "int8"}, (1, 4, 16)),
     # The previous default engine: frozen TorchScript, float32.
     "torchscript_engine": ({"BINCOUNTER_ENGINE": "torchscript"}, (1, 4)),
-    # One compute thread: leaves a core to the HTTP threads' decoding.
-    "one_compute_thread": ({"BINCOUNTER_COMPUTE_THREADS": "1"}, (4, 16)),
+    # The previous default: one worker whose engine computes on all cores (the default is now
+    # one worker per core, each computing on cores / workers threads).
+    "one_worker_all_cores": ({"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}, (1, 4, 16)),
     # Purely greedy batches: never wait for a request that is still decoding.
     "no_batch_wait": ({"BINCOUNTER_BATCH_WAIT_MS": "0"}, (4, 16)),
 }
@@ -454,10 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["engines"] = {p: e.info.engine for p, e in engines.items()}
     print(f"  engines: {results['engines']}")
-    pipeline = measure_pipeline(model_dir, photos, engines)
+    pipeline, pipeline_cpu = measure_pipeline(model_dir, photos, engines)
     results["pipeline"] = pipeline
+    results["pipeline_cpu_ms_per_image"] = pipeline_cpu
     for key, value in pipeline.items():
         print(f"  {key:34s} {value:7.1f}")
+    print(f"  CPU ms per image: {json.dumps({k: round(v, 2) for k, v in pipeline_cpu.items()})}")
     results["parts_ms"] = time_parts(photos, engines["auto"])
     print(f"  ms per photo: {results['parts_ms']}")
     agreement, (test_bodies, eager_test) = test_split_agreement(model_dir, engines)
@@ -555,6 +604,19 @@ def main(argv: list[str] | None = None) -> int:
         - row[4]["images_per_s"] / pipeline[f"{engine_key}_bs4_images_per_s"],
         "overhead_c16_vs_engine_bs8": 1
         - row[16]["images_per_s"] / pipeline[f"{engine_key}_bs8_images_per_s"],
+        # The same comparison in CPU time per image: what the server adds to the engine's
+        # work, free of the load clients that share these cores (they would not on SageMaker).
+        "cpu_overhead_c1_vs_engine_bs1": row[1]["server_cpu_ms_per_image"]
+        / pipeline_cpu[f"{engine_key}_bs1"]
+        - 1,
+        "cpu_overhead_c4_vs_engine_bs4": row[4]["server_cpu_ms_per_image"]
+        / pipeline_cpu[f"{engine_key}_bs4"]
+        - 1,
+        "cpu_overhead_c16_vs_engine_bs8": row[16]["server_cpu_ms_per_image"]
+        / pipeline_cpu[f"{engine_key}_bs8"]
+        - 1,
+        "client_cpu_share_c4": row[4]["client_cpu_ms_per_image"]
+        / (row[4]["client_cpu_ms_per_image"] + row[4]["server_cpu_ms_per_image"]),
         "start_to_first_ping_s": results["start_to_first_ping_s"],
     }
     results["machine"]["loadavg_at_end"] = os.getloadavg()
@@ -580,6 +642,12 @@ def main(argv: list[str] | None = None) -> int:
         f"  server overhead vs bare engine: c=1 vs bs1 {100 * s['overhead_c1_vs_engine_bs1']:.1f}%, "
         f"c=4 vs bs4 {100 * s['overhead_c4_vs_engine_bs4']:.1f}%, "
         f"c=16 vs bs8 {100 * s['overhead_c16_vs_engine_bs8']:.1f}% (target <= 15%)"
+    )
+    print(
+        f"  server CPU per image vs bare engine: c=1 {100 * s['cpu_overhead_c1_vs_engine_bs1']:.1f}%, "
+        f"c=4 {100 * s['cpu_overhead_c4_vs_engine_bs4']:.1f}%, "
+        f"c=16 {100 * s['cpu_overhead_c16_vs_engine_bs8']:.1f}%; load clients took "
+        f"{100 * s['client_cpu_share_c4']:.0f}% of the CPU at c=4"
     )
     print(f"  start -> first /ping: {s['start_to_first_ping_s']:.2f} s (target < 10 s)")
     print(f"  test split ({agreement['photos']} photos): {json.dumps(agreement)}")

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from bincounter.errors import ConfigError
-from bincounter.serving.config import ENGINES, ServingConfig, cpu_count
+from bincounter.serving.config import (
+    ENGINES,
+    MAX_CPU_WORKERS,
+    ServingConfig,
+    cpu_count,
+    gpu_present,
+)
 from bincounter.serving.engines import BUILDERS
 
 
@@ -19,14 +25,15 @@ def read(**env: str) -> ServingConfig:
 
 
 def test_defaults():
-    config = read()
+    config = read(BINCOUNTER_ENGINE="openvino")
+    workers = min(cpu_count(), MAX_CPU_WORKERS)
     assert config == ServingConfig(
         model_dir=Path("/opt/ml/model"),
         host="0.0.0.0",
         port=8080,
-        workers=1,
+        workers=workers,
         http_threads=8,
-        compute_threads=cpu_count(),
+        compute_threads=max(1, cpu_count() // workers),
         timeout=60,
         graceful_timeout=20,
         keepalive=5,
@@ -34,7 +41,7 @@ def test_defaults():
         max_batch_size=8,
         batch_wait_ms=5.0,
         max_instances=64,
-        engine="auto",
+        engine="openvino",
         precision="auto",
         tta=1,
         access_log=False,
@@ -42,7 +49,16 @@ def test_defaults():
     )
     assert config.bind == "0.0.0.0:8080"
     assert config.max_payload_bytes == 6 * 1024 * 1024
-    assert config.max_concurrent_transforms == 8
+    assert config.max_concurrent_transforms == 8 * workers
+
+
+def test_one_worker_shares_a_gpu():
+    """On a GPU, one worker's batches share the device; more would split them."""
+    assert read(BINCOUNTER_ENGINE="cuda").workers == 1
+    assert read(BINCOUNTER_ENGINE="cuda").compute_threads == cpu_count()
+    assert read(BINCOUNTER_ENGINE="auto").workers == (
+        1 if gpu_present() else min(cpu_count(), MAX_CPU_WORKERS)
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@
 * ``gthread`` workers: a worker's HTTP threads read and decode requests concurrently and wait on
   the worker's batching thread, which is the only one that computes. A sync worker would serve
   one request at a time and could never batch.
-* ``workers`` defaults to 1 and compute threads per worker to cores / workers, so the computing
-  threads never outnumber the cores (more workers only duplicate the model in memory and
-  fight over the same cores).
+* ``workers`` defaults to one per core on a CPU (one on a GPU) and compute threads per worker to
+  cores / workers, so the computing threads never outnumber the cores. Each worker batches its
+  own requests; one worker on all cores lost half its throughput at concurrency 4 to its idle
+  compute threads spinning on the cores its HTTP threads decode on.
 * ``graceful_timeout`` 20 s: on SIGTERM gunicorn stops accepting, lets in-flight requests
   finish and exits, well inside the 30 s SageMaker waits before SIGKILL.
 * The model is loaded in each worker after the fork (no ``preload_app``): OpenMP thread pools do
