@@ -116,12 +116,14 @@ def train_model(work: Path, per_count: int = 60) -> tuple[Path, str]:
 # --------------------------------------------------------------------------- in-process
 
 
-def pipeline_rate(run_one, items: list[Any], seconds: float = 4.0, warmup: float = 2.0) -> float:
-    """Items per second of ``run_one`` over ``items`` (cycled), after a timed warm-up.
+def pipeline_rate(
+    run_one, items: list[Any], seconds: float = 4.0, warmup: float = 2.0
+) -> tuple[float, float]:
+    """Items per second of ``run_one`` over ``items`` (cycled), after a timed warm-up, and the
+    CPU milliseconds the process spent per item (every thread, the engine's included).
 
     The warm-up is timed, not counted: oneDNN builds its kernels and the allocator grows its
-    pools over the first second or so, and a few calls measured 4x too slow. The CPU time the
-    process spent per item (every thread, the engine's included) lands in ``LAST_CPU_MS``.
+    pools over the first second or so, and a few calls measured 4x too slow.
     """
     started = time.perf_counter()
     while time.perf_counter() - started < warmup:
@@ -130,12 +132,8 @@ def pipeline_rate(run_one, items: list[Any], seconds: float = 4.0, warmup: float
     while time.perf_counter() - started < seconds:
         run_one(items[done % len(items)])
         done += 1
-    LAST_CPU_MS[0] = 1000 * (time.process_time() - cpu) / done
-    return done / (time.perf_counter() - started)
-
-
-#: CPU milliseconds per item of the last ``pipeline_rate`` call.
-LAST_CPU_MS = [0.0]
+    cpu_ms = 1000 * (time.process_time() - cpu) / done
+    return done / (time.perf_counter() - started), cpu_ms
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -150,15 +148,14 @@ def tree_cpu_seconds(pid: int) -> float:
             except OSError:
                 continue
             stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    tree, total, grew = {pid}, 0, True
+    tree, grew = {pid}, True
     while grew:
         grew = False
         for child, (parent, _) in stats.items():
             if parent in tree and child not in tree:
                 tree.add(child)
                 grew = True
-    total = sum(stats[p][1] for p in tree if p in stats)
-    return total / tick
+    return sum(stats[p][1] for p in tree if p in stats) / tick
 
 
 def measure_pipeline(
@@ -175,14 +172,14 @@ def measure_pipeline(
 
     fours = [photos[i : i + 4] for i in range(0, len(photos) - 3, 4)]
     eights = [photos[i : i + 8] for i in range(0, len(photos) - 7, 8)]
-    decode = pipeline_rate(lambda p: load_and_preprocess(p, size), photos, 2.0)
+    decode, _ = pipeline_rate(lambda p: load_and_preprocess(p, size), photos, 2.0)
     # The same decode without JPEG draft mode (full-size decode, then the resize): what the
     # draft decoding in ``imaging.load_image`` saves.
-    full_decode = pipeline_rate(lambda p: preprocess(load_image(p), size), photos, 2.0)
+    full_decode, _ = pipeline_rate(lambda p: preprocess(load_image(p), size), photos, 2.0)
     rates = {
         "decode_preprocess_images_per_s": decode,
         "decode_preprocess_no_draft_images_per_s": full_decode,
-        "eager_bs1_images_per_s": pipeline_rate(eager_one, photos),
+        "eager_bs1_images_per_s": pipeline_rate(eager_one, photos)[0],
     }
     cpu: dict[str, float] = {}
     for name, engine in engines.items():
@@ -193,12 +190,10 @@ def measure_pipeline(
         def group(photos: list[bytes], engine=engine) -> None:
             engine.predict_batch(torch.stack([engine.preprocess(p) for p in photos]))
 
-        rates[f"{name}_bs1_images_per_s"] = pipeline_rate(one, photos)
-        cpu[f"{name}_bs1"] = LAST_CPU_MS[0]
-        rates[f"{name}_bs4_images_per_s"] = 4 * pipeline_rate(group, fours)
-        cpu[f"{name}_bs4"] = LAST_CPU_MS[0] / 4
-        rates[f"{name}_bs8_images_per_s"] = 8 * pipeline_rate(group, eights)
-        cpu[f"{name}_bs8"] = LAST_CPU_MS[0] / 8
+        for batch, run, items in ((1, one, photos), (4, group, fours), (8, group, eights)):
+            per_call, cpu_ms = pipeline_rate(run, items)
+            rates[f"{name}_bs{batch}_images_per_s"] = batch * per_call
+            cpu[f"{name}_bs{batch}"] = cpu_ms / batch
     return rates, cpu
 
 
