@@ -44,6 +44,7 @@ cannot resynchronise after a bad header, so the index counts what it lost.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -493,14 +494,15 @@ class PipeStream(ShardStream):
     """This rank's samples of a Pipe channel for one pass, read from that pass's FIFO by one
     loader worker (or the main process), through the shuffle buffer.
 
-    Training takes the next pass in ``set_epoch``; an evaluation stream is given its pass by
-    ``make_reader``. Both happen in the main process, before the worker is started.
+    Training takes the next pass in ``set_epoch``; an evaluation stream, made anew for each
+    evaluation, takes its pass when made. Both happen in the main process, before the worker
+    is started.
     """
 
     def __init__(self, channel: PipeChannel, image_size: int, **kwargs) -> None:
         kwargs["workers"] = min(1, kwargs.get("workers", 0))
         super().__init__(channel, image_size, **kwargs)
-        self.pass_number: int | None = None
+        self.pass_number: int | None = None if self.train else channel.take_pass()
         if self.channel.distribution == tar_shards.SHARDED_BY_S3_KEY:
             # SageMaker gave this host a share already, and a host runs one process.
             self.keys = list(channel.good[STREAM])
@@ -525,11 +527,8 @@ class PipeStream(ShardStream):
         if self.pass_number is None:
             raise RuntimeError("PipeStream read before it was given a pass (set_epoch)")
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:0")
-        skip = self.skips()[0]
         items = tar_shards.shuffled(self._read_pass(), self.buffer, rng)
-        for i, item in enumerate(items):
-            if i >= skip:
-                yield item
+        yield from itertools.islice(items, self.skips()[0], None)
 
     def _read_pass(self) -> Iterator[tuple[str, int, bytes]]:
         wanted = dict(self.keys)
@@ -588,8 +587,6 @@ def make_reader(
             batch_size=hp.batch_size,
             size=_global_size(samples, ctx),
         )
-        if isinstance(stream, PipeStream) and not train:
-            stream.pass_number = samples.take_pass()
         loader = DataLoader(
             stream,
             batch_size=hp.batch_size,
