@@ -37,6 +37,21 @@ def abid_labels(split: str | None = None) -> list[tuple[str, int, str]]:
 TEST_SHARD_BYTES = 64 * 1024
 
 
+def single_host_env(base: Path, input_data_config: dict):
+    """A one-host, CPU ``TrainingEnvironment`` under ``base`` with this channel config."""
+    from bincounter.paths import Paths
+    from bincounter.training.environment import TrainingEnvironment
+
+    return TrainingEnvironment(
+        paths=Paths(base),
+        hyperparameters={},
+        channels={},
+        hosts=["algo-1"],
+        current_host="algo-1",
+        input_data_config=input_data_config,
+    )
+
+
 def build_channel(dest: Path, split: str, per_count: int | None, layout: str = "folders") -> Path:
     """A channel of the first ``per_count`` photos of each count of ``split`` (symlinks; with
     ``layout="shards"`` the same photos packed into ``<split>-NNNNNN.tar`` shards)."""

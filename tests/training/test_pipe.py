@@ -12,10 +12,8 @@ import pytest
 from PIL import Image
 
 from bincounter.errors import DataError
-from bincounter.paths import Paths
 from bincounter.shards import SHARDED_BY_S3_KEY, ShardWriter, shard_files
 from bincounter.training.distributed import DistContext
-from bincounter.training.environment import TrainingEnvironment
 from bincounter.training.hyperparameters import parse_hyperparameters
 from bincounter.training.streaming import (
     PipeChannel,
@@ -26,7 +24,7 @@ from bincounter.training.streaming import (
     open_pipe,
 )
 
-from support import QUICK_HPS, PipeFeeder, build_channel, build_tree, run_train
+from support import QUICK_HPS, PipeFeeder, build_channel, build_tree, run_train, single_host_env
 
 
 def _jpeg(seed: int) -> bytes:
@@ -169,24 +167,11 @@ def test_evaluation_takes_a_pass_of_its_own_each_time(tmp_path, feeders):
         assert sum(len(labels) for _, labels in loader) == 9
 
 
-def _env(tmp_path: Path, config: dict) -> TrainingEnvironment:
-    return TrainingEnvironment(
-        paths=Paths(tmp_path),
-        hyperparameters={},
-        channels={},
-        hosts=["algo-1"],
-        current_host="algo-1",
-        num_gpus=0,
-        input_data_config=config,
-        resource_config={"current_host": "algo-1", "hosts": ["algo-1"]},
-    )
-
-
 def test_load_channel_reads_pipe_mode_and_refuses_several_processes_per_host(tmp_path, feeders):
     root = tmp_path / "train"
     feeders(root, _objects(tmp_path / "s3", {"a": _good(5)}))
     hp = parse_hyperparameters({"image_size": "32"})
-    env = _env(tmp_path, {"train": {"TrainingInputMode": "Pipe"}})
+    env = single_host_env(tmp_path, {"train": {"TrainingInputMode": "Pipe"}})
     assert isinstance(load_channel("train", root, env, hp, 1), PipeChannel)
     with pytest.raises(DataError) as info:
         index_pipe("train", root, 16, 0.0, local_world=2)

@@ -18,7 +18,6 @@ from bincounter.errors import DataError
 from bincounter.shards import SHARDED_BY_S3_KEY, ShardWriter
 from bincounter.training.data import discover_channel, verify_samples
 from bincounter.training.distributed import DistContext
-from bincounter.training.environment import TrainingEnvironment
 from bincounter.training.hyperparameters import parse_hyperparameters
 from bincounter.training.sampler import ShardSampler
 from bincounter.training.streaming import (
@@ -29,7 +28,7 @@ from bincounter.training.streaming import (
     make_reader,
 )
 
-from support import QUICK_HPS, build_channel, build_tree, free_port, run_train
+from support import QUICK_HPS, build_channel, build_tree, free_port, run_train, single_host_env
 
 
 def _channel(sizes: list[int], distribution: str = "FullyReplicated", local_world: int = 1):
@@ -189,26 +188,13 @@ def test_stream_yields_each_indexed_sample_once_in_a_shuffled_order(tmp_path):
     assert images[0][0].shape == (3, 16, 16) and images[0][0].dtype == torch.uint8
 
 
-def _env(tmp_path: Path, config: dict) -> TrainingEnvironment:
-    from bincounter.paths import Paths
-
-    return TrainingEnvironment(
-        paths=Paths(tmp_path),
-        hyperparameters={},
-        channels={},
-        hosts=["algo-1"],
-        current_host="algo-1",
-        input_data_config=config,
-    )
-
-
 def test_mixed_layouts_fail_with_a_reason(tmp_path):
     hp = parse_hyperparameters({})
     root = _shards(tmp_path / "train")
     (root / "1").mkdir()
     (root / "1" / "x.jpg").write_bytes(_jpeg(1))
     with pytest.raises(DataError, match="mixes tar shards with 1 photo"):
-        load_channel("train", root, _env(tmp_path, {}), hp, 1)
+        load_channel("train", root, single_host_env(tmp_path, {}), hp, 1)
 
 
 # --------------------------------------------------------------------------- real photos
