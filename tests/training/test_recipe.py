@@ -9,7 +9,8 @@ from torch import nn
 
 from bincounter.training.data import Sample
 from bincounter.training.hyperparameters import HyperParameters
-from bincounter.training.recipe import class_weights, lr_lambda, make_optimizer
+from bincounter.training.precision import TrainStep, resolve
+from bincounter.training.recipe import class_weights, lr_lambda, make_ema, make_optimizer
 
 EPOCHS, STEPS, WARMUP_EPOCHS = 10, 10, 2
 WARMUP = WARMUP_EPOCHS * STEPS
@@ -124,3 +125,42 @@ def test_sgd_is_nesterov_and_adamw_takes_momentum_as_beta1():
     assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.8
     adamw = make_optimizer(model, HyperParameters(optimizer="adamw", momentum=0.8))
     assert adamw.defaults["betas"] == (0.8, 0.999)
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 5))
+
+
+def test_no_weight_average_unless_asked():
+    assert make_ema(_bn_net(), HyperParameters()) is None
+
+
+def test_the_weight_average_follows_every_step_with_its_decay_buffers_included():
+    """Through the real ``TrainStep``: the average starts at the first step's weights and then
+    moves by ``1 - decay`` towards each new step's weights, BatchNorm statistics too."""
+    decay = 0.9
+    model = _bn_net()
+    hp = HyperParameters(ema_decay=decay)
+    ema = make_ema(model, hp)
+    optimizer = make_optimizer(model, HyperParameters(lr=0.05))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    precision = resolve(HyperParameters(precision="fp32"), torch.device("cpu"))
+    step = TrainStep(model, optimizer, scheduler, nn.CrossEntropyLoss(), precision, ema)
+    expected = None
+    for i in range(5):
+        torch.manual_seed(i)
+        step.run(torch.randn(8, 3), torch.randint(0, 5, (8,)))
+        now = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if expected is None:
+            expected = now
+        else:
+            expected = {
+                k: v if not v.is_floating_point() else decay * v + (1 - decay) * now[k]
+                for k, v in expected.items()
+            }
+    averaged = ema.module.state_dict()
+    for name in ("0.weight", "2.bias", "1.running_mean", "1.running_var"):
+        assert torch.allclose(averaged[name], expected[name], atol=1e-6), name
+        assert not torch.allclose(averaged[name], model.state_dict()[name], atol=1e-6), name
+    assert ema.module is not model and int(ema.n_averaged) == 5

@@ -7,6 +7,7 @@ from torch import nn
 
 from bincounter.training.checkpoint import CheckpointStore
 from bincounter.training.hyperparameters import HyperParameters
+from bincounter.training.recipe import make_ema
 from bincounter.training.state import TrainState, checkpoint_state, restore
 
 
@@ -75,3 +76,36 @@ def test_any_first_epoch_is_a_gain_over_a_fresh_state():
     state = TrainState()
     assert state.best_key < (0.0, -1e30) and state.best_weights is None
     assert state.partial == [0.0, 0.0, 0.0]
+
+
+def test_the_weight_average_resumes_with_its_count(tmp_path):
+    model, optimizer, scheduler = _parts(seed=0)
+    hp = HyperParameters(ema_decay=0.99)
+    ema = make_ema(model, hp)
+    for _ in range(3):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        ema.update_parameters(model)
+    store = CheckpointStore(tmp_path)
+    store.save(checkpoint_state(model, optimizer, scheduler, TrainState(epoch=1), hp, ema))
+
+    fresh_model, fresh_optimizer, fresh_scheduler = _parts(seed=1)
+    fresh_ema = make_ema(fresh_model, hp)
+    saved = store.load_latest()[0]
+    restore(saved, fresh_model, fresh_optimizer, fresh_scheduler, hp, fresh_ema)
+    assert int(fresh_ema.n_averaged) == 3
+    assert torch.equal(fresh_ema.module.weight, ema.module.weight)
+    assert not torch.equal(fresh_ema.module.weight, fresh_model.weight)
+
+
+def test_a_checkpoint_without_an_average_starts_one_from_the_resumed_weights(caplog):
+    model, optimizer, scheduler = _parts(seed=0)
+    saved = checkpoint_state(model, optimizer, scheduler, TrainState(epoch=2), HyperParameters())
+    assert saved["ema"] is None
+    fresh_model, fresh_optimizer, fresh_scheduler = _parts(seed=1)
+    hp = HyperParameters(ema_decay=0.99)
+    ema = make_ema(fresh_model, hp)
+    with caplog.at_level(logging.WARNING, logger="bincounter.training.state"):
+        restore(saved, fresh_model, fresh_optimizer, fresh_scheduler, hp, ema)
+    assert "no weight average" in caplog.text
+    assert torch.equal(ema.module.weight, model.weight)

@@ -65,6 +65,11 @@ def test_train_writes_model_card_metrics_and_reports(tmp_path):
     for split in ("validation", "test"):  # test recorded because the channel was given
         assert openvino["int8"][split]["photos"] == 25
         assert 0 <= openvino["int8"][split]["int8_accuracy"] <= 1
+    # Accuracy control ran on all 25 validation photos, restoring layers to float until int8
+    # returned float32's count on at least 99.5% of them: here, every one.
+    assert openvino["int8"]["accuracy_control_photos"] == 25
+    assert openvino["int8"]["min_agreement_with_fp32"] == 0.995
+    assert openvino["int8"]["validation"]["top1_agreement"] == 1.0
     model, _ = load_model(model_dir)
     assert model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1, 5)
 
@@ -187,3 +192,26 @@ def test_early_stopping_follows_the_reported_validation_history(tmp_path):
     assert f"no validation gain for 2 epochs (best epoch {best_epoch})" in result.stdout
     card = json.loads((base / "model" / CARD_FILE).read_text())
     assert card["metrics"]["best_epoch"] == best_epoch
+
+
+def test_with_a_weight_average_the_average_is_validated_and_saved(tmp_path):
+    """``ema_decay``: model.pt is the average's weights (one epoch, so its only epoch is the
+    best), not the last step's, and the checkpoint carries both to resume from."""
+    hps = {**QUICK_HPS, "epochs": "1", "ema_decay": "0.5"}
+    base = build_tree(tmp_path, hps, {"train": 10, "validation": 5})
+    result = run_train(base)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "weight average: decay 0.5 per step" in result.stdout
+    saved = torch.load(base / "model" / WEIGHTS_FILE, weights_only=True)
+    (checkpoint,) = sorted((base / "checkpoints").rglob("ckpt-*.pt"))
+    state = torch.load(checkpoint, weights_only=False)
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    assert int(state["ema"]["n_averaged"]) == 4  # 50 photos / batch 16, all steps taken in
+    name = "1.layer4.1.conv2.weight"
+    assert torch.equal(saved[name], averaged[name])
+    assert not torch.equal(averaged[name], state["model"][name])
+    assert card_of(base)["hyperparameters"]["ema_decay"] == 0.5
+
+
+def card_of(base):
+    return json.loads((base / "model" / CARD_FILE).read_text())

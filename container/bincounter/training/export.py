@@ -7,8 +7,9 @@ directory (file names and card section in ``bincounter.exported``):
 * a check set: ``CHECK_PHOTOS`` validation photos as ``uint8`` pixels, on which a server checks
   that its bf16 or int8 engine still picks eager PyTorch's counts;
 * unless turned off, an int8 IR quantized by NNCF (post-training, calibrated on validation
-  photos, with NNCF's accuracy control keeping in float the layers that cost more than half a
-  point of accuracy on up to ``ACCURACY_CONTROL_PHOTOS`` validation photos), and int8 beside
+  photos, with NNCF's accuracy control keeping in float the layers whose quantization changes
+  float32's answer on more than ``1 - INT8_MIN_AGREEMENT`` of up to ``ACCURACY_CONTROL_PHOTOS``
+  validation photos), and int8 beside
   float32 accuracy and RMSE on validation and, if the channel was given, test. Test is
   evaluated and recorded, never used to choose anything: it is the out-of-sample check of the
   bound that accuracy control met on validation. The server serves int8 only if validation
@@ -50,6 +51,12 @@ EVAL_BATCH = 16
 ACCURACY_CONTROL_PHOTOS = 1000
 #: Layers put back in float at most, one evaluation of the control photos each.
 MAX_RESTORE_ITERATIONS = 20
+#: Share of the control photos on which int8 must return float32's count. Holding accuracy
+#: itself within half a point let answers move both ways: model A's int8 kept validation
+#: within 0.27 points yet lost 0.68 on test, with 2.2% of answers changed. Agreement bounds the
+#: accuracy change on any photos by the share that changed, so it is the bound that carries
+#: over to photos accuracy control never saw.
+INT8_MIN_AGREEMENT = 0.995
 
 
 class Labelled(Protocol):
@@ -182,21 +189,28 @@ def _export(
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     calibration = pixels(pick(validation, calibration_photos, seed + 1), image_size)
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU's own default may be bf16
+    compiled_fp32 = core.compile_model(ov_model, "CPU", f32)
     control = pick(validation, ACCURACY_CONTROL_PHOTOS, seed + 2)
+    reference = evaluate(compiled_fp32, control, image_size, card)["predictions"]
 
-    def control_accuracy(compiled: Any, samples: Any) -> float:
-        return evaluate(compiled, list(samples), image_size, card)["accuracy"]
+    def agreement(compiled: Any, items: Any) -> float:
+        """Share of ``(photo, float32 count)`` items on which ``compiled`` gives that count."""
+        photos, counts = zip(*items, strict=True)
+        got = evaluate(compiled, list(photos), image_size, card)["predictions"]
+        return float((got == np.array(counts)).mean())
 
     # Plain post-training int8 lost 1.2-1.9 points of validation accuracy on the shipped model,
     # more than the server accepts; accuracy control keeps in float the few layers whose
-    # quantization costs accuracy on the control photos (speed measured unchanged: 1,240 vs
-    # 1,151 images/s on one core), until the drop is within what the server allows.
+    # quantization changes answers on the control photos (each restore re-scores them), until
+    # int8 agrees with float32 on INT8_MIN_AGREEMENT of them. The original model scores 1.
     quantized = nncf.quantize_with_accuracy_control(
         ov_model,
         nncf.Dataset(list(calibration), lambda image: image[None]),
-        nncf.Dataset(control),
-        validation_fn=control_accuracy,
-        max_drop=exported.INT8_MAX_ACCURACY_DROP,
+        nncf.Dataset(list(zip(control, reference, strict=True))),
+        validation_fn=agreement,
+        max_drop=1.0 - INT8_MIN_AGREEMENT,
         drop_type=nncf.DropType.ABSOLUTE,
         # Symmetric activations and weights: the fastest int8 kernels on CPU.
         preset=nncf.QuantizationPreset.PERFORMANCE,
@@ -207,13 +221,11 @@ def _export(
     )
     section["files"]["int8"] = exported.save_ir(quantized, model_dir, exported.INT8_XML)
     section["nncf"] = nncf.__version__
-    core = ov.Core()
-    f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU's own default may be bf16
-    compiled_fp32 = core.compile_model(ov_model, "CPU", f32)
     compiled_int8 = core.compile_model(quantized, "CPU", f32)
     int8: dict[str, Any] = {
         "calibration_photos": len(calibration),
         "accuracy_control_photos": len(control),
+        "min_agreement_with_fp32": INT8_MIN_AGREEMENT,
     }
     for split, samples in (("validation", validation), ("test", test)):
         if samples:

@@ -57,6 +57,14 @@ class HyperParameters(BaseModel):
         96, ge=32, le=1024, description="square side the whole photo is resized to (no crop)"
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="cross-entropy smoothing")
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="exponential moving average of the weights, updated every step (decay per "
+        "step; averages about 1/(1-decay) steps); validation, selection and the saved model use "
+        "the average; 0: off",
+    )
     class_weighting: Literal["none", "balanced", "sqrt"] = Field(
         "sqrt", description="loss weights from train counts: 1/n (balanced), 1/sqrt(n), or none"
     )

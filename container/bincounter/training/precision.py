@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..model import unwrap
 from .distributed import DistContext
 from .hyperparameters import HyperParameters
 
@@ -144,11 +145,16 @@ def to_device(images, labels, precision: Precision, ctx: DistContext):
 
 
 class TrainStep:
-    """One optimisation step; float16 autocast gets a gradient scaler, bfloat16 needs none."""
+    """One optimisation step; float16 autocast gets a gradient scaler, bfloat16 needs none.
 
-    def __init__(self, model, optimizer, scheduler, criterion, precision: Precision) -> None:
+    ``ema`` (``recipe.make_ema``), if given, takes in the new weights after every step.
+    """
+
+    def __init__(
+        self, model, optimizer, scheduler, criterion, precision: Precision, ema=None
+    ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.criterion, self.precision = criterion, precision
+        self.criterion, self.precision, self.ema = criterion, precision, ema
         self.scaler = torch.amp.GradScaler(
             precision.device if precision.device == "cuda" else "cpu",
             enabled=precision.grad_scaler,
@@ -163,4 +169,6 @@ class TrainStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(unwrap(self.model))
         return loss, outputs

@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..model import unwrap
 from .data import Sample, class_counts
 from .hyperparameters import HyperParameters
 
@@ -60,3 +62,20 @@ def class_weights(samples: list[Sample], mode: str) -> torch.Tensor | None:
     counts = torch.tensor(class_counts(samples), dtype=torch.float64)
     raw = 1.0 / counts if mode == "balanced" else 1.0 / counts.sqrt()
     return (raw / (raw * counts).sum() * counts.sum()).float()
+
+
+def make_ema(model: nn.Module, hp: HyperParameters) -> AveragedModel | None:
+    """The moving average of ``model``'s weights that ``ema_decay`` asks for, or ``None``.
+
+    From scratch on a few thousand photos, validation accuracy swings by several points from one
+    epoch to the next (the last epochs' weights still move with AdamW's noise), so the best
+    epoch is partly picked for luck. An average over the last few hundred steps is a smoother
+    model to select and to ship, as torchvision's references do with ``--model-ema``. Buffers
+    (BatchNorm statistics) are averaged with the weights, so the average is a model of its own.
+    Every rank updates it from the same synchronised weights, so it needs no communication.
+    """
+    if hp.ema_decay <= 0:
+        return None
+    return AveragedModel(
+        unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(hp.ema_decay), use_buffers=True
+    )

@@ -37,9 +37,10 @@ class TrainState:
 
 
 def checkpoint_state(
-    model, optimizer, scheduler, state: TrainState, hp: HyperParameters
+    model, optimizer, scheduler, state: TrainState, hp: HyperParameters, ema=None
 ) -> dict[str, Any]:
     return {
+        "ema": None if ema is None else ema.state_dict(),
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
         "partial": list(state.partial),
@@ -56,8 +57,13 @@ def checkpoint_state(
     }
 
 
-def restore(saved, model, optimizer, scheduler, hp: HyperParameters) -> TrainState:
-    """Load ``saved`` into model, optimizer, schedule and RNG; the loop's state to go on from."""
+def restore(saved, model, optimizer, scheduler, hp: HyperParameters, ema=None) -> TrainState:
+    """Load ``saved`` into model, optimizer, schedule, RNG and weight average (``ema``); the
+    loop's state to go on from.
+
+    A checkpoint without an average (written with ``ema_decay=0`` or by an older version)
+    starts ``ema`` afresh from the restored weights, with a warning.
+    """
     before = saved["hyperparameters"]
     if before != hp.model_dump():
         # A checkpoint from an older version lacks newer parameters (precision, loss, ...).
@@ -67,6 +73,12 @@ def restore(saved, model, optimizer, scheduler, hp: HyperParameters) -> TrainSta
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
+    if ema is not None:
+        if saved.get("ema") is not None:
+            ema.load_state_dict(saved["ema"])
+        else:
+            log.warning("the checkpoint has no weight average: it starts from the resumed weights")
+            ema.module.load_state_dict(unwrap(model).state_dict())
     return TrainState(
         epoch=saved["epoch"],
         step_in_epoch=saved["step_in_epoch"],

@@ -57,7 +57,7 @@ from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironme
 from .export import export_openvino
 from .hyperparameters import HyperParameters, parse_hyperparameters
 from .precision import Precision, TrainStep, autocast, model_to_device, resolve, to_device
-from .recipe import class_weights, lr_lambda, make_optimizer
+from .recipe import class_weights, lr_lambda, make_ema, make_optimizer
 from .state import TrainState, checkpoint_state, restore
 from .streaming import load_channel, lockstep_batches, make_reader
 
@@ -275,13 +275,23 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     optimizer = make_optimizer(model, hp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, steps_per_epoch))
 
-    step = TrainStep(model, optimizer, scheduler, criterion, precision)
+    ema = make_ema(model, hp)
+    # What is validated, selected and saved: the weight average if there is one.
+    selected = model if ema is None else ema.module
+    if ctx.is_master and ema is not None:
+        log.info(
+            "weight average: decay %g per step, about %.1f epochs of %d steps",
+            hp.ema_decay,
+            1 / (1 - hp.ema_decay) / steps_per_epoch,
+            steps_per_epoch,
+        )
+    step = TrainStep(model, optimizer, scheduler, criterion, precision, ema)
     store = CheckpointStore(env.paths.checkpoint_dir, env.job_name)
     state = TrainState()
     resumed = store.load_latest()
     if resumed is not None:
         saved, path = resumed
-        state = restore(saved, model, optimizer, scheduler, hp)
+        state = restore(saved, model, optimizer, scheduler, hp, ema)
         if ctx.is_master:
             log.info(
                 "resumed from checkpoint %s: %d epoch(s) done, %d images into epoch %d",
@@ -294,7 +304,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
 
     def save_checkpoint() -> None:
         if ctx.is_master:
-            path = store.save(checkpoint_state(model, optimizer, scheduler, state, hp))
+            path = store.save(checkpoint_state(model, optimizer, scheduler, state, hp, ema))
             log.info("checkpoint written: %s", path)
 
     stop = _SigtermFlag()
@@ -308,7 +318,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
                 model, step, loader, sampler, hp, ctx, state, stop, save_checkpoint
             )
             val_loss, val_rules = evaluate(
-                model, channels["validation"], hp, ctx, workers, precision
+                selected, channels["validation"], hp, ctx, workers, precision
             )
             rule = pick_rule(hp, val_rules)
             val = val_rules[rule]
@@ -338,7 +348,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
             if key > state.best_key:
                 state.best_key, state.best_epoch, state.epochs_without_gain = key, state.epoch, 0
                 state.best_weights = {
-                    k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()
+                    k: v.detach().cpu().clone() for k, v in unwrap(selected).state_dict().items()
                 }
             else:
                 state.epochs_without_gain += 1
