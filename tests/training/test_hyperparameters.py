@@ -49,6 +49,8 @@ def test_unknown_name_is_named_with_the_known_ones():
         ("pretrained", "maybe", "bool"),
         ("label_smoothing", "1.5", "< 1"),
         ("image_size", "abc", "int"),
+        ("ema_decay", "1", "< 1"),
+        ("int8_min_agreement", "0.2", ">= 0.5"),
     ],
 )
 def test_bad_value_names_parameter_and_allowed_values(name, value, fragment):

@@ -117,6 +117,13 @@ class HyperParameters(BaseModel):
         description="validation photos that calibrate the int8 model (with export_openvino); "
         "0: no int8",
     )
+    int8_min_agreement: float = Field(
+        0.995,
+        ge=0.5,
+        le=1,
+        description="share of validation photos on which int8 must return float32's count; "
+        "layers stay in float until it does (lower: faster int8 whose answers move more)",
+    )
 
     @field_validator("channels_last", mode="before")
     @classmethod

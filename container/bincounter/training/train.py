@@ -462,6 +462,7 @@ def _finish(
                 channels["validation"],
                 channels.get("test"),
                 calibration_photos=hp.int8_calibration_photos,
+                min_agreement=hp.int8_min_agreement,
                 seed=hp.seed,
             )
     barrier(ctx)
