@@ -54,3 +54,21 @@ def test_without_openvino_the_job_keeps_its_model_and_says_why(tmp_path, monkeyp
     card = json.loads((model_dir / "model_card.json").read_text())
     assert card["openvino"] == section and "files" not in section
     assert sorted(p.name for p in model_dir.iterdir()) == ["model.pt", "model_card.json"]
+
+
+def test_a_crash_of_the_export_process_costs_the_export_not_the_model(tmp_path, monkeypatch):
+    """The export runs in a child process: one that dies of a signal (as a native fault in
+    OpenVINO or NNCF would) leaves the model, and the card says what happened."""
+    from bincounter.model import build_model, save_model
+
+    model_dir = tmp_path / "model"
+    save_model(build_model("resnet18"), model_dir, arch="resnet18", image_size=32, extra={})
+    crashing = tmp_path / "python"
+    crashing.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crashing.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(crashing))
+    section = export_openvino(model_dir, PHOTOS, None, calibration_photos=10)
+    assert section == {"skipped": "the export process ended with signal SIGSEGV; its log is above"}
+    card = json.loads((model_dir / "model_card.json").read_text())
+    assert card["openvino"] == section
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.pt", "model_card.json"]

@@ -16,16 +16,24 @@ directory (file names and card section in ``bincounter.exported``):
   shows it within half a point of float32.
 
 The export is an optimisation of serving, never a condition of training: without ``openvino``
-(or ``nncf``) importable, or on any failure, the job still succeeds with ``model.pt``; the card
-says what was skipped and why, and a server converts the network at start.
+(or ``nncf``) importable, or on any failure (a crash of the export process included: it runs
+in a child process of its own), the job still succeeds with ``model.pt``; the card says what
+was skipped and why, and a server converts the network at start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import exported
+from .. import exported, logs
 from ..counting import probabilities64
 from ..decision import decide
 from ..files import atomic_write_json
@@ -144,11 +152,19 @@ def export_openvino(
     """
     started = time.perf_counter()
     card = load_card(model_dir)
+    request = {
+        "model_dir": str(model_dir),
+        "validation": _listed(validation),
+        "test": _listed(test) if test else None,
+        "calibration_photos": calibration_photos,
+        "min_agreement": min_agreement,
+        "seed": seed,
+    }
     try:
-        model, _ = load_model(model_dir)
-        section = _export(
-            model, model_dir, card, validation, test, calibration_photos, min_agreement, seed
-        )
+        import nncf  # noqa: F401 - a missing library is said here, without starting a process
+        import openvino  # noqa: F401
+
+        section = _export_in_child(request)
     except ImportError as exc:
         section = {"skipped": f"openvino or nncf not importable ({exc})"}
     except Exception as exc:  # the trained model stands; only the faster serving is lost
@@ -162,6 +178,80 @@ def export_openvino(
     atomic_write_json(model_dir / CARD_FILE, card)
     log.info("OpenVINO export done in %.1f s", time.perf_counter() - started)
     return section
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A labelled photo as the export process receives it."""
+
+    path: Path
+    label: int
+
+
+def _listed(samples: Sequence[Labelled]) -> list[list[Any]]:
+    return [[str(s.path), int(s.label)] for s in samples]
+
+
+def _export_in_child(request: dict[str, Any]) -> dict[str, Any]:
+    """``_export`` in a fresh Python process (``python -m bincounter.training.export``).
+
+    OpenVINO and NNCF run native thread pools, and NNCF's accuracy control compiles and drops
+    dozens of models: in the training process a fault there would end the job that just saved
+    its model, and their state outlives the call (a later ``fork`` of DataLoader workers in the
+    same process was seen to segfault). In a child the job keeps its model whatever happens,
+    and a crash is reported as a skipped export. The child writes the IR files and returns the
+    card section as JSON; only this process writes the card.
+    """
+    with tempfile.TemporaryDirectory(prefix="bincounter-export-") as tmp:
+        request_file, answer_file = Path(tmp) / "request.json", Path(tmp) / "section.json"
+        request_file.write_text(json.dumps({**request, "answer": str(answer_file)}))
+        package_root = Path(__file__).resolve().parents[2]  # the folder holding bincounter/
+        path = os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))
+        result = subprocess.run(
+            [sys.executable, "-m", "bincounter.training.export", str(request_file)],
+            env={**os.environ, "PYTHONPATH": path},
+            check=False,
+        )
+        if result.returncode != 0 or not answer_file.is_file():
+            how = (
+                f"signal {signal.Signals(-result.returncode).name}"
+                if result.returncode < 0
+                else f"exit status {result.returncode}"
+            )
+            return {"skipped": f"the export process ended with {how}; its log is above"}
+        return json.loads(answer_file.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The export process: read the request, export, write the card section as the answer."""
+    logs.configure()
+    (request_file,) = argv if argv is not None else sys.argv[1:]
+    request = json.loads(Path(request_file).read_text())
+    model_dir = Path(request["model_dir"])
+    photos = {
+        split: [Photo(Path(path), label) for path, label in request[split]]
+        for split in ("validation", "test")
+        if request[split]
+    }
+    try:
+        model, card = load_model(model_dir)
+        section = _export(
+            model,
+            model_dir,
+            card,
+            photos["validation"],
+            photos.get("test"),
+            request["calibration_photos"],
+            request["min_agreement"],
+            request["seed"],
+        )
+    except ImportError as exc:
+        section = {"skipped": f"openvino or nncf not importable ({exc})"}
+    except Exception as exc:
+        log.exception("OpenVINO export failed; the model is served by converting at start")
+        section = {"skipped": f"export failed: {type(exc).__name__}: {exc}"}
+    atomic_write_json(Path(request["answer"]), section)
+    return 0
 
 
 def _export(
@@ -247,3 +337,7 @@ def _export(
             )
     section["int8"] = int8
     return section
+
+
+if __name__ == "__main__":
+    sys.exit(main())
