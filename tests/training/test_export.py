@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bincounter.training.export import compare, export_openvino, pick
+from bincounter.training.export import compare, export_openvino, pick, record_skipped
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,14 @@ def test_a_crash_of_the_export_process_costs_the_export_not_the_model(tmp_path, 
     card = json.loads((model_dir / "model_card.json").read_text())
     assert card["openvino"] == section
     assert sorted(p.name for p in model_dir.iterdir()) == ["model.pt", "model_card.json"]
+
+
+def test_a_skipped_export_is_recorded_with_its_reason(tmp_path):
+    from bincounter.model import build_model, save_model
+
+    model_dir = tmp_path / "model"
+    save_model(build_model("resnet18"), model_dir, arch="resnet18", image_size=32, extra={})
+    record_skipped(model_dir, "channel 'validation' is a Pipe stream")
+    card = json.loads((model_dir / "model_card.json").read_text())
+    assert card["openvino"] == {"skipped": "channel 'validation' is a Pipe stream"}
+    assert card["weights_sha256"]  # the rest of the card is kept

@@ -22,6 +22,7 @@ from bincounter.training.streaming import (
     load_channel,
     make_reader,
     open_pipe,
+    photo_files,
 )
 
 from support import QUICK_HPS, PipeFeeder, build_channel, build_tree, run_train, single_host_env
@@ -172,7 +173,11 @@ def test_load_channel_reads_pipe_mode_and_refuses_several_processes_per_host(tmp
     feeders(root, _objects(tmp_path / "s3", {"a": _good(5)}))
     hp = parse_hyperparameters({"image_size": "32"})
     env = single_host_env(tmp_path, {"train": {"TrainingInputMode": "Pipe"}})
-    assert isinstance(load_channel("train", root, env, hp, 1), PipeChannel)
+    channel = load_channel("train", root, env, hp, 1)
+    assert isinstance(channel, PipeChannel)
+    with pytest.raises(DataError) as info:  # the stream has gone by: nothing to export from
+        photo_files(channel, tmp_path / "photos")
+    assert "is a Pipe stream, read once per pass" in info.value.reason
     with pytest.raises(DataError) as info:
         index_pipe("train", root, 16, 0.0, local_world=2)
     assert "2 training processes run on each host" in info.value.reason

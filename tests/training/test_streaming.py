@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, get_worker_info
 
 from bincounter.errors import DataError
+from bincounter.imaging import load_and_preprocess
 from bincounter.shards import SHARDED_BY_S3_KEY, ShardWriter
 from bincounter.training.data import discover_channel, verify_samples
 from bincounter.training.distributed import DistContext
@@ -26,6 +27,7 @@ from bincounter.training.streaming import (
     index_shards,
     load_channel,
     make_reader,
+    photo_files,
 )
 
 from support import QUICK_HPS, build_channel, build_tree, free_port, run_train, single_host_env
@@ -290,7 +292,11 @@ def test_train_on_a_shard_channel_matches_folders(tmp_path):
     hps = {**QUICK_HPS, "image_size": "48", "augment": "none"}
     counts = {"train": 4, "validation": 2}
     folders = build_tree(tmp_path / "folders", hps, counts)
-    shards = build_tree(tmp_path / "shards", hps, counts, layout="shards")
+    # The shard run also exports: the export reads photos by path, so the job writes the
+    # shard channel's photos out for it.
+    shards = build_tree(
+        tmp_path / "shards", {**hps, "export_openvino": "true"}, counts, layout="shards"
+    )
     results = [run_train(folders), run_train(shards)]
     for result in results:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -302,6 +308,9 @@ def test_train_on_a_shard_channel_matches_folders(tmp_path):
         assert abs(x["train:loss"] - y["train:loss"]) < 0.5 * max(x["train:loss"], 0.5)
     metrics = json.loads((shards / "output" / "data" / "metrics.json").read_text())
     assert metrics["final"]["validation"]["accuracy"] >= 0
+    openvino = json.loads((shards / "model" / "model_card.json").read_text())["openvino"]
+    assert set(openvino["files"]) == {"fp32", "int8"}, openvino
+    assert openvino["int8"]["validation"]["photos"] == 10
 
 
 @pytest.mark.slow
@@ -360,6 +369,19 @@ def test_corrupt_shard_is_skipped_and_counted_or_fails_the_job(tmp_path):
     assert failed.returncode != 0
     reason = (base / "output" / "failure").read_text()
     assert "max_bad_fraction=0" in reason and shard.name in reason
+
+
+def test_a_shard_channel_s_photos_are_written_out_as_files_with_their_counts(tmp_path):
+    channel = index_shards("train", _shards(tmp_path / "train"), 16, 0.5)
+    photos = photo_files(channel, tmp_path / "photos")
+    assert sorted(p.id for p in photos) == sorted(s.id for s in channel)
+    counts = {s.id: s.count for s in channel}
+    for photo in photos:
+        assert photo.path.parent == tmp_path / "photos" and photo.count == counts[photo.id]
+        assert load_and_preprocess(photo.path, 16).shape == (3, 16, 16)
+    folders = discover_channel("train", build_channel(tmp_path / "folders", "train", 1))
+    assert photo_files(folders, tmp_path / "unused") == folders
+    assert not (tmp_path / "unused").exists()
 
 
 def test_a_shard_gone_after_indexing_is_logged_not_raised(tmp_path, caplog):

@@ -170,14 +170,25 @@ def export_openvino(
     except Exception as exc:  # the trained model stands; only the faster serving is lost
         log.exception("OpenVINO export failed; the model is served by converting at start")
         section = {"skipped": f"export failed: {type(exc).__name__}: {exc}"}
+    _record(model_dir, card, section)
+    log.info("OpenVINO export done in %.1f s", time.perf_counter() - started)
+    return section
+
+
+def record_skipped(model_dir: Path, reason: str) -> dict[str, Any]:
+    """Record in the card that no export was made, and why."""
+    section = {"skipped": reason}
+    _record(model_dir, load_card(model_dir), section)
+    return section
+
+
+def _record(model_dir: Path, card: dict[str, Any], section: dict[str, Any]) -> None:
     if "skipped" in section:
         log.warning("OpenVINO IR skipped: %s", section["skipped"])
         for name in ("fp32", "int8"):  # nothing half-written may look listed
             section.get("files", {}).pop(name, None)
     card[exported.CARD_KEY] = section
     atomic_write_json(model_dir / CARD_FILE, card)
-    log.info("OpenVINO export done in %.1f s", time.perf_counter() - started)
-    return section
 
 
 @dataclass(frozen=True)

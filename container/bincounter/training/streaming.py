@@ -341,6 +341,33 @@ def load_channel(
     return verify_samples(name, found, hp.image_size, hp.max_bad_fraction, workers=workers)
 
 
+def photo_files(channel: list[Sample], folder: Path) -> list[Sample]:
+    """``channel``'s good photos as files that anything can open by path (the OpenVINO export
+    reads validation and test photos so).
+
+    A folder channel already is that. A shard channel's photos (this host's share) are written
+    into ``folder``, one file per sample, with the count the index verified. A Pipe channel's
+    stream has gone by and cannot be read again: ``DataError`` says so.
+    """
+    if isinstance(channel, PipeChannel):
+        raise DataError(
+            f"channel '{channel.name}' is a Pipe stream, read once per pass: its photos are not "
+            "on disk after training (give the channel in FastFile or File mode to have them)"
+        )
+    if not isinstance(channel, ShardChannel):
+        return list(channel)
+    folder.mkdir(parents=True, exist_ok=True)
+    photos: list[Sample] = []
+    for shard in sorted(channel.good):
+        counts = dict(channel.good[shard])
+        for item in tar_shards.read_shard(channel.files[shard], wanted=set(counts)):
+            if isinstance(item, tar_shards.Sample) and item.key in counts and item.image:
+                path = folder / f"{len(photos):08d}.{tar_shards.IMAGE_EXT}"
+                path.write_bytes(item.image)
+                photos.append(Sample(item.key, path, counts.pop(item.key)))
+    return photos
+
+
 class ShardStream(IterableDataset):
     """This rank's samples of a shard channel for one epoch, as (``uint8`` image, class index).
 

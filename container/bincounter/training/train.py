@@ -18,7 +18,9 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,12 +56,12 @@ from .distributed import (
     shutdown,
 )
 from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironment
-from .export import export_openvino
+from .export import export_openvino, record_skipped
 from .hyperparameters import HyperParameters, parse_hyperparameters
 from .precision import Precision, TrainStep, autocast, model_to_device, resolve, to_device
 from .recipe import class_weights, lr_lambda, make_ema, make_optimizer
 from .state import TrainState, checkpoint_state, restore
-from .streaming import load_channel, lockstep_batches, make_reader
+from .streaming import load_channel, lockstep_batches, make_reader, photo_files
 
 log = logging.getLogger(__name__)
 
@@ -457,13 +459,31 @@ def _finish(
             card["weights_sha256"][:12],
         )
         if hp.export_openvino:
-            export_openvino(
-                env.paths.model_dir,
-                channels["validation"],
-                channels.get("test"),
-                calibration_photos=hp.int8_calibration_photos,
-                min_agreement=hp.int8_min_agreement,
-                seed=hp.seed,
-            )
+            _export(env, hp, channels)
     barrier(ctx)
     return final
+
+
+def _export(env: TrainingEnvironment, hp: HyperParameters, channels: dict[str, Any]) -> None:
+    """The OpenVINO export, which reads photos by path: a shard channel's are written out for it
+    (to a temporary folder, removed after). Without validation photos on disk it is skipped."""
+    with tempfile.TemporaryDirectory(prefix="bincounter-photos-") as photos:
+        try:
+            validation = photo_files(channels["validation"], Path(photos) / "validation")
+        except DataError as exc:
+            record_skipped(env.paths.model_dir, exc.reason)
+            return
+        test = None
+        if "test" in channels:
+            try:
+                test = photo_files(channels["test"], Path(photos) / "test")
+            except DataError as exc:
+                log.info("int8 is not evaluated on test: %s", exc.reason)
+        export_openvino(
+            env.paths.model_dir,
+            validation,
+            test,
+            calibration_photos=hp.int8_calibration_photos,
+            min_agreement=hp.int8_min_agreement,
+            seed=hp.seed,
+        )
