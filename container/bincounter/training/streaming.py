@@ -106,6 +106,29 @@ class ShardChannel(list[Sample]):
     def sizes(self, shard_names: list[str]) -> list[int]:
         return [len(self.good[s]) for s in shard_names]
 
+    def read(self, shard_names: list[str]) -> Iterator[tuple[str, int, bytes]]:
+        """(key, count, photo bytes) of the indexed samples of these shards, in archive order.
+
+        What the index found bad is skipped silently (it was counted then); a shard that can no
+        longer be opened, or has lost indexed samples since, is logged and read past.
+        """
+        for name in shard_names:
+            wanted = dict(self.good[name])
+            try:
+                f = open(self.files[name], "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                log.warning("shard %s: cannot open: %s; its samples are skipped", name, exc)
+                continue
+            with f:
+                for item in tar_shards.read_samples(f, name, wanted=set(wanted)):
+                    if isinstance(item, tar_shards.Problem) or item.key not in wanted:
+                        continue  # found and counted by the index
+                    image = item.image
+                    if image:
+                        yield item.key, wanted.pop(item.key), image
+            if wanted:  # the shard changed since it was indexed
+                log.warning("shard %s: %d indexed samples not found", name, len(wanted))
+
 
 def _scan(path: Path, name: str, image_size: int) -> tuple[list[tuple[str, int]], list]:
     """Good (key, count) pairs of one shard in order, and its problems."""
@@ -358,13 +381,10 @@ def photo_files(channel: list[Sample], folder: Path) -> list[Sample]:
         return list(channel)
     folder.mkdir(parents=True, exist_ok=True)
     photos: list[Sample] = []
-    for shard in sorted(channel.good):
-        counts = dict(channel.good[shard])
-        for item in tar_shards.read_shard(channel.files[shard], wanted=set(counts)):
-            if isinstance(item, tar_shards.Sample) and item.key in counts and item.image:
-                path = folder / f"{len(photos):08d}.{tar_shards.IMAGE_EXT}"
-                path.write_bytes(item.image)
-                photos.append(Sample(item.key, path, counts.pop(item.key)))
+    for key, count, image in channel.read(sorted(channel.good)):
+        path = folder / f"{len(photos):08d}.{tar_shards.IMAGE_EXT}"
+        path.write_bytes(image)
+        photos.append(Sample(key, path, count))
     return photos
 
 
@@ -474,29 +494,11 @@ class ShardStream(IterableDataset):
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker}")
         skip = self.skips()[worker]
         items = tar_shards.shuffled(
-            self._read(self.worker_shards(worker, workers)), self.buffer, rng
+            self.channel.read(self.worker_shards(worker, workers)), self.buffer, rng
         )
         for i, item in enumerate(items):
             if i >= skip:
                 yield item
-
-    def _read(self, names: list[str]) -> Iterator[tuple[str, int, bytes]]:
-        for name in names:
-            wanted = dict(self.channel.good[name])
-            try:
-                f = open(self.channel.files[name], "rb")  # noqa: SIM115 - closed below
-            except OSError as exc:
-                log.warning("shard %s: cannot open: %s; its samples are skipped", name, exc)
-                continue
-            with f:
-                for item in tar_shards.read_samples(f, name, wanted=set(wanted)):
-                    if isinstance(item, tar_shards.Problem) or item.key not in wanted:
-                        continue  # found and counted by the index
-                    image = item.image
-                    if image:
-                        yield item.key, wanted.pop(item.key), image
-            if wanted:  # the shard changed since it was indexed
-                log.warning("shard %s: %d indexed samples not found", name, len(wanted))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         info = get_worker_info()
