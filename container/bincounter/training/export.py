@@ -165,14 +165,19 @@ def export_openvino(
         import openvino  # noqa: F401
 
         section = _export_in_child(request)
-    except ImportError as exc:
-        section = {"skipped": f"openvino or nncf not importable ({exc})"}
     except Exception as exc:  # the trained model stands; only the faster serving is lost
-        log.exception("OpenVINO export failed; the model is served by converting at start")
-        section = {"skipped": f"export failed: {type(exc).__name__}: {exc}"}
+        section = _failed(exc)
     _record(model_dir, card, section)
     log.info("OpenVINO export done in %.1f s", time.perf_counter() - started)
     return section
+
+
+def _failed(exc: Exception) -> dict[str, Any]:
+    """The card section of an export that raised ``exc`` (called in its ``except``)."""
+    if isinstance(exc, ImportError):
+        return {"skipped": f"openvino or nncf not importable ({exc})"}
+    log.exception("OpenVINO export failed; the model is served by converting at start")
+    return {"skipped": f"export failed: {type(exc).__name__}: {exc}"}
 
 
 def record_skipped(model_dir: Path, reason: str) -> dict[str, Any]:
@@ -256,11 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             request["min_agreement"],
             request["seed"],
         )
-    except ImportError as exc:
-        section = {"skipped": f"openvino or nncf not importable ({exc})"}
     except Exception as exc:
-        log.exception("OpenVINO export failed; the model is served by converting at start")
-        section = {"skipped": f"export failed: {type(exc).__name__}: {exc}"}
+        section = _failed(exc)
     atomic_write_json(Path(request["answer"]), section)
     return 0
 
