@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelLoadError
-from .files import sha256_file
+from .files import atomic_path, sha256_file
 
 CARD_KEY = "openvino"
 FP32_XML = "model.xml"
@@ -95,9 +95,8 @@ def load_check_set(model_dir: Path, card: dict[str, Any]) -> np.ndarray | None:
 def save_check_set(model_dir: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Write the check photos (``uint8 [N, 3, S, S]``) and return their card entry."""
     path = model_dir / CHECK_SET_FILE
-    tmp = model_dir / f".{CHECK_SET_FILE}.tmp.npz"
-    np.savez_compressed(tmp, images=images.astype(np.uint8), labels=labels.astype(np.int64))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, images=images.astype(np.uint8), labels=labels.astype(np.int64))
     return {"file": CHECK_SET_FILE, "sha256": sha256_file(path), "photos": len(images)}
 
 
@@ -158,10 +157,13 @@ def save_ir(model: Any, model_dir: Path, xml_name: str) -> dict[str, str]:
     import openvino as ov
 
     xml = model_dir / xml_name
-    tmp = model_dir / f".tmp-{xml_name}"
-    ov.save_model(model, tmp, compress_to_fp16=False)
-    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-    os.replace(tmp, xml)
+    # The .bin is renamed first: an .xml on disk always has its whole .bin beside it.
+    with atomic_path(xml, suffix=".xml") as tmp:
+        try:
+            ov.save_model(model, tmp, compress_to_fp16=False)
+            os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        finally:
+            tmp.with_suffix(".bin").unlink(missing_ok=True)
     return {
         "xml": xml.name,
         "bin": xml.with_suffix(".bin").name,

@@ -23,7 +23,7 @@ from torch import nn
 from . import ARCHITECTURES, CLASSES, __version__
 from .counting import HEADS, RULES, make_head
 from .errors import ModelLoadError
-from .files import atomic_write_json, sha256_file
+from .files import atomic_path, atomic_write_json, sha256_file
 from .imaging import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_FILE = "model.pt"
@@ -115,9 +115,8 @@ def save_model(
     """
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    tmp = model_dir / f".{WEIGHTS_FILE}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, model_dir / WEIGHTS_FILE)
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
+        torch.save(state, tmp)
     card = {
         "format": "bincounter-model/1",
         "arch": arch,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import shutil
 import threading
@@ -22,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from ..files import atomic_path, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from .pool import parallel
 from .records import Excluded, Photo, PrepareError, Stats
 
@@ -142,10 +141,8 @@ def write_layout(
             atomic_write_bytes(target, data, fsync=False)
             digest, size = sha256_bytes(data), len(data)
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
-            shutil.copyfile(photo.path, tmp)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(photo.path, tmp)
             digest, size, width, height = photo.sha256, photo.bytes, photo.width, photo.height
         with lock:
             stats.written += 1
