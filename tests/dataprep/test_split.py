@@ -21,20 +21,23 @@ from bincounter.dataprep.layout import (
     write_layout,
     write_manifest,
 )
-from bincounter.dataprep.records import Photo, PrepareError, Stats
+from bincounter.dataprep.records import Stats, VerifiedPhoto
+from bincounter.errors import PrepareError
 
 
-def _photos(per_count: dict[int, int]) -> list[Photo]:
+def _photos(per_count: dict[int, int]) -> list[VerifiedPhoto]:
     # Leading zeros on purpose: "00042" and "42" are different photos.
     out = []
     for count, n in per_count.items():
         for i in range(n):
             image_id = f"{count}{i:04d}" if i % 2 else f"0{count}{i:04d}"
-            out.append(Photo(image_id, count, Path(f"/x/{image_id}.jpg"), "0" * 64, 1, 1, 1))
+            out.append(
+                VerifiedPhoto(image_id, count, Path(f"/x/{image_id}.jpg"), "0" * 64, 1, 1, 1)
+            )
     return out
 
 
-def _ids(splits: dict[str, list[Photo]]) -> dict[str, list[str]]:
+def _ids(splits: dict[str, list[VerifiedPhoto]]) -> dict[str, list[str]]:
     return {s: [p.id for p in splits[s]] for s in SPLITS}
 
 
@@ -83,7 +86,10 @@ def test_same_seed_same_split_whatever_the_input_order(seed):
 
 
 def test_ids_stay_strings_with_their_zeros():
-    photos = [Photo(i, 1, Path(f"/x/{i}.jpg"), "0" * 64, 1, 1, 1) for i in ("00523", "523", "0523")]
+    photos = [
+        VerifiedPhoto(i, 1, Path(f"/x/{i}.jpg"), "0" * 64, 1, 1, 1)
+        for i in ("00523", "523", "0523")
+    ]
     splits = stratified_split(photos, (1.0, 0.0, 0.0), seed=1)
     assert sorted(p.id for p in splits["train"]) == ["00523", "0523", "523"]
 
@@ -97,12 +103,12 @@ def test_bad_fractions_are_named(fractions):
     assert str(fractions) in info.value.reason
 
 
-def _jpeg(path: Path, size: tuple[int, int]) -> Photo:
+def _jpeg(path: Path, size: tuple[int, int]) -> VerifiedPhoto:
     buffer = io.BytesIO()
     Image.new("RGB", size, (120, 30, 200)).save(buffer, format="JPEG")
     path.write_bytes(buffer.getvalue())
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-    return Photo(path.stem, int(path.stem[0]), path, digest, len(buffer.getvalue()), *size)
+    return VerifiedPhoto(path.stem, int(path.stem[0]), path, digest, len(buffer.getvalue()), *size)
 
 
 def test_layout_writes_keeps_and_removes_stale(tmp_path):
