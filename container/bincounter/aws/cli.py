@@ -153,14 +153,10 @@ def _prepare_source(args: argparse.Namespace) -> Any:
     from ..dataprep.sources import open_source
 
     return open_source(
-        source_dir=args.source_dir,
-        bucket=args.source_bucket,
-        images_dir=args.images_dir,
-        metadata_dir=args.metadata_dir,
-        signed=args.signed,
-        endpoint_url=args.source_endpoint_url,
-        workers=args.workers,
-    )
+        source_dir=args.source_dir, bucket=args.source_bucket, images_dir=args.images_dir,
+        metadata_dir=args.metadata_dir, signed=args.signed,
+        endpoint_url=args.source_endpoint_url, workers=args.workers,
+    )  # fmt: skip
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

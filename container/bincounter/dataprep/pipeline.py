@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from .. import CLASSES
 from ..errors import PrepareError
@@ -42,6 +42,16 @@ from .sources import PhotoSource
 from .worker import process_part
 
 log = logging.getLogger(__name__)
+
+
+class Selection(TypedDict, total=False):
+    """Which ids and how they split (``plan``'s options of that name), passed on as one."""
+
+    file_list: str | Path | dict[int, list[str]] | None
+    max_per_count: int | None
+    cache_dir: str | Path | None
+    seed: int
+    fractions: tuple[float, float, float]
 
 
 def _check_resize(resize: int | None) -> None:
@@ -289,15 +299,11 @@ def prepare_parts(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     with_metadata: bool = True,
     resize: int | None = None,
-    file_list: str | Path | dict[int, list[str]] | None = None,
-    max_per_count: int | None = None,
-    cache_dir: str | Path | None = None,
-    seed: int = 42,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     depth: int = 3,
     workers: int = 16,
     progress: bool = True,
     chart: bool = True,
+    **selection: Unpack[Selection],
 ) -> tuple[Path, dict[str, Any]]:
     """The Processing job's path, run in-process: plan, every part, then the manifest.
 
@@ -306,15 +312,14 @@ def prepare_parts(
     """
     _check_resize(resize)
     result = plan(
-        source, out_dir, parts=parts, file_list=file_list, max_per_count=max_per_count,
-        cache_dir=cache_dir, seed=seed, fractions=fractions, depth=depth, workers=workers,
-        progress=progress,
-    )  # fmt: skip
+        source, out_dir, parts=parts, depth=depth, workers=workers, progress=progress, **selection
+    )
     settings = {**result.settings, "resize": resize, "layout": layout}
     if layout == "shards":
         settings["shard_bytes"] = shard_bytes
+    cache = _cache(result.out_dir, selection.get("cache_dir"))
     return _process_and_assemble(
-        source, result.out_dir, _cache(result.out_dir, cache_dir), result.parts, settings,
-        Stats(), layout=layout, resize=resize, shard_bytes=shard_bytes,
-        with_metadata=with_metadata, seed=seed, workers=workers, progress=progress, chart=chart,
+        source, result.out_dir, cache, result.parts, settings, Stats(), layout=layout,
+        resize=resize, shard_bytes=shard_bytes, with_metadata=with_metadata,
+        seed=result.settings["seed"], workers=workers, progress=progress, chart=chart,
     )  # fmt: skip
