@@ -28,7 +28,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def process_command(args: argparse.Namespace) -> int:
-    from .dataprep.process import run_processing_job
+    from .dataprep.worker import run_processing_job
 
     logs.configure(stream=sys.stdout)
     return run_processing_job([*args.extra, *args.rest])

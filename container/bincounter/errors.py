@@ -31,3 +31,11 @@ class ConfigError(UserError):
 
 class ModelLoadError(UserError):
     """Model artefacts (weights, card, pretrained weights) are missing or do not match."""
+
+
+class PrepareError(UserError):
+    """The data preparation cannot go on (bad file list, bad fractions, no usable photo)."""
+
+
+class MissingObject(Exception):
+    """A photo source has no object under this key (a 404, not a transient failure)."""

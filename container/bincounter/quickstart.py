@@ -24,9 +24,8 @@ from pathlib import Path
 from . import logs
 from .dataprep.layout import SPLITS
 from .dataprep.pipeline import prepare
-from .dataprep.records import PrepareError
 from .dataprep.sources import ABID_BUCKET, LocalSource, S3Source
-from .errors import UserError
+from .errors import PrepareError, UserError
 
 log = logging.getLogger("bincounter.quickstart")
 REPO = Path(__file__).resolve().parents[2]

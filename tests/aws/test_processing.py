@@ -27,7 +27,7 @@ from bincounter.aws.processing import (
     container_arguments,
     processing_request,
 )
-from bincounter.dataprep.process import build_parser
+from bincounter.dataprep.worker import build_parser
 
 from .conftest import BUCKET, IMAGE, REGION, ROLE, AbidSeed
 from .motoserver import RecordingMotoServer

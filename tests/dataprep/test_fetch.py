@@ -11,9 +11,10 @@ from PIL import Image
 
 import bincounter.imaging  # noqa: F401  (torch, once at collection: the verify step decodes)
 from bincounter.dataprep.fetch import Cache, Fetcher, is_transient
-from bincounter.dataprep.records import Candidate, Excluded, Photo, PrepareError, Stats
+from bincounter.dataprep.records import Candidate, Excluded, Stats, VerifiedPhoto
 from bincounter.dataprep.selection import candidates_from_file_list, read_file_list, scan_candidates
-from bincounter.dataprep.sources import LocalSource, MissingObject, Source
+from bincounter.dataprep.sources import LocalSource, PhotoSource
+from bincounter.errors import MissingObject, PrepareError
 
 
 class Flaky(Exception):
@@ -24,7 +25,7 @@ class Flaky(Exception):
         self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
 
 
-class MemorySource(Source):
+class MemorySource(PhotoSource):
     description = "memory"
 
     def __init__(
@@ -58,7 +59,7 @@ def _meta(count) -> bytes:
     return json.dumps({"EXPECTED_QUANTITY": count}).encode()
 
 
-def _fetcher(tmp_path: Path, source: Source) -> Fetcher:
+def _fetcher(tmp_path: Path, source: PhotoSource) -> Fetcher:
     return Fetcher(source, Cache(tmp_path / "cache"), Stats())
 
 
@@ -88,7 +89,7 @@ def test_good_photo_is_verified_cached_and_reused(tmp_path):
     source = MemorySource({"metadata/007.json": _meta(4), "bin-images/007.jpg": _jpeg((64, 48))})
     first = _fetcher(tmp_path, source)
     photo = first.process(Candidate("007", 4))
-    assert isinstance(photo, Photo)
+    assert isinstance(photo, VerifiedPhoto)
     assert (photo.id, photo.count, photo.width, photo.height) == ("007", 4, 64, 48)
     assert photo.path.read_bytes() == source.objects["bin-images/007.jpg"]
     assert (first.stats.fetched_images, first.stats.fetched_metadata, first.stats.decoded) == (
@@ -125,8 +126,8 @@ def test_damaged_cache_file_is_fetched_again(tmp_path):
 @pytest.mark.parametrize(
     ("failures", "outcome", "retries"),
     [
-        ([Flaky("SlowDown", 503), ConnectionError("reset")], Photo, 2),
-        ([Flaky("InternalError", 500)] * 3, Photo, 3),
+        ([Flaky("SlowDown", 503), ConnectionError("reset")], VerifiedPhoto, 2),
+        ([Flaky("InternalError", 500)] * 3, VerifiedPhoto, 3),
         ([Flaky("InternalError", 500)] * 4, Excluded, 3),  # out of attempts
         ([Flaky("AccessDenied", 403)], Excluded, 0),  # stays so: no retry
     ],

@@ -16,7 +16,8 @@ import pytest
 from bincounter import shards
 from bincounter.dataprep.listing import in_range, key_ranges, select_by_count, split_points
 from bincounter.dataprep.parts import plan_entries, read_part, split_parts, write_plan
-from bincounter.dataprep.records import Labelled, PrepareError
+from bincounter.dataprep.records import PlannedId
+from bincounter.errors import PrepareError
 
 KEYS = [
     "metadata/1.json",
@@ -60,16 +61,16 @@ def test_select_by_count_takes_smallest_ids_whatever_the_order():
     items = list(counts.items())
     random.Random(1).shuffle(items)
     assert select_by_count(dict(items), 2) == [
-        Labelled("00010", 1),
-        Labelled("10", 1),
-        Labelled("2", 2),
-        Labelled("3", 5),
+        PlannedId("00010", 1),
+        PlannedId("10", 1),
+        PlannedId("2", 2),
+        PlannedId("3", 5),
     ]
     assert len(select_by_count(counts)) == 5  # counts 0 and 6 are never predicted
 
 
 def _entries(n: int) -> list[dict]:
-    items = [Labelled(f"{i:05d}", 1 + i % 5) for i in range(n)]
+    items = [PlannedId(f"{i:05d}", 1 + i % 5) for i in range(n)]
     return plan_entries(items, (0.8, 0.1, 0.1), seed=3)
 
 

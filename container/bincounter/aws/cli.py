@@ -150,18 +150,13 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _prepare_source(args: argparse.Namespace) -> Any:
-    from ..dataprep.sources import LocalSource, S3Source
+    from ..dataprep.sources import open_source
 
-    if args.source_dir:
-        return LocalSource(args.source_dir, args.images_dir, args.metadata_dir)
-    return S3Source(
-        args.source_bucket,
-        unsigned=not args.signed,
-        endpoint_url=args.source_endpoint_url,
-        max_connections=args.workers + 4,
-        images_prefix=args.images_dir.strip("/") + "/",
-        metadata_prefix=args.metadata_dir.strip("/") + "/",
-    )
+    return open_source(
+        source_dir=args.source_dir, bucket=args.source_bucket, images_dir=args.images_dir,
+        metadata_dir=args.metadata_dir, signed=args.signed,
+        endpoint_url=args.source_endpoint_url, workers=args.workers,
+    )  # fmt: skip
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

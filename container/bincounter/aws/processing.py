@@ -3,7 +3,7 @@
 The plan (seeded split, as ``plan/part-NNNNN.jsonl``) is made on the launch side; its parts go
 to S3 and become the job's one input with ``ShardedByS3Key``, so each instance gets its own
 parts and SageMaker, not this code, does the scale-out. Every instance runs the image's
-``process`` entry (``bincounter.dataprep.process``) and its output folder is uploaded under the
+``process`` entry (``bincounter.dataprep.worker``) and its output folder is uploaded under the
 data prefix, where the channels (``train/``, ``validation/``, ``test/``) and each part's
 fragment (``_parts/``) land side by side; ``finish`` then reads the fragments back and writes
 the one ``manifest.json`` and report, as a local run does.

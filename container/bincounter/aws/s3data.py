@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..dataprep.layout import MANIFEST, SPLITS
-from ..dataprep.records import PrepareError
 from ..dataprep.report import REPORT_JSON, REPORT_PNG
+from ..errors import PrepareError
 from ..files import sha256_file
 from .config import AwsConfig
 

@@ -22,9 +22,10 @@ from typing import Any
 
 from .. import CLASSES
 from ..abid import parse_expected_quantity
+from ..errors import MissingObject
 from ..files import atomic_write_bytes, sha256_bytes, sha256_file
-from .records import Candidate, Excluded, Photo, Stats
-from .sources import MissingObject, Source
+from .records import Candidate, Excluded, Stats, VerifiedPhoto
+from .sources import PhotoSource
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def is_transient(exc: Exception) -> bool:
 class Fetcher:
     """Per-id work: metadata then image, from cache when valid, else from the source."""
 
-    def __init__(self, source: Source, cache: Cache, stats: Stats, attempts: int = 4) -> None:
+    def __init__(self, source: PhotoSource, cache: Cache, stats: Stats, attempts: int = 4) -> None:
         self.source = source
         self.cache = cache
         self.stats = stats
@@ -128,10 +129,7 @@ class Fetcher:
         atomic_write_bytes(path, data, fsync=False)
         return count
 
-        atomic_write_bytes(path, data, fsync=False)
-        return count
-
-    def image(self, image_id: str, count: int) -> Photo:
+    def image(self, image_id: str, count: int) -> VerifiedPhoto:
         """A verified photo; raises MissingObject or ImageError (after one re-fetch)."""
         from ..imaging import ImageError
 
@@ -141,7 +139,7 @@ class Fetcher:
             size = path.stat().st_size
             if known and known.get("bytes") == size and known.get("sha256") == sha256_file(path):
                 self._count("reused_images")
-                return Photo(
+                return VerifiedPhoto(
                     image_id, count, path, known["sha256"], size, known["width"], known["height"]
                 )
             data = path.read_bytes()
@@ -172,14 +170,14 @@ class Fetcher:
 
     def _record(
         self, image_id: str, count: int, path: Path, data: bytes, width: int, height: int
-    ) -> Photo:
+    ) -> VerifiedPhoto:
         digest = sha256_bytes(data)
         self.cache.record(
             {"id": image_id, "sha256": digest, "bytes": len(data), "width": width, "height": height}
         )
-        return Photo(image_id, count, path, digest, len(data), width, height)
+        return VerifiedPhoto(image_id, count, path, digest, len(data), width, height)
 
-    def process(self, candidate: Candidate) -> Photo | Excluded:
+    def process(self, candidate: Candidate) -> VerifiedPhoto | Excluded:
         """One id end to end; every failure becomes an ``Excluded`` with a reason."""
         from ..imaging import ImageError
 

@@ -1,11 +1,13 @@
-"""Split verified photos with a seed and lay them out as the channels the training container reads.
+"""Split photos with a seed, write them as the channels the training container reads, and the
+manifest that lists them: the one writer and the one manifest builder of every preparation path.
 
-The container reads ``<channel>/<count>/<id>.jpg``, so that is what this writes, one folder per
-split (``train``, ``validation``, ``test``: separate channels, so a test photo can never reach
-training). The split is stratified per count and depends only on the set of ids and the seed,
-not on download order, so a rerun or another machine gets the same split. The manifest records
-every written file with its split, count, sizes and SHA-256; a rerun keeps a file the manifest
-says it wrote identically, rewrites what changed and removes what is no longer selected.
+The container reads ``<channel>/<count>/<id>.jpg`` or WebDataset tar shards, so that is what
+``write_part`` writes, one folder per split (``train``, ``validation``, ``test``: separate
+channels, so a test photo can never reach training). The split is stratified per count and
+depends only on the set of ids and the seed, not on download order, so a rerun or another
+machine gets the same split. The manifest records every written file with its split, count,
+sizes and SHA-256; a rerun keeps a photo the manifest says it wrote identically, rewrites what
+changed, and ``remove_unlisted`` removes what is no longer selected.
 """
 
 from __future__ import annotations
@@ -13,27 +15,31 @@ from __future__ import annotations
 import io
 import json
 import random
-import shutil
-import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_path, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from .pool import parallel
-from .records import Excluded, Photo, PrepareError, Stats
+from ..errors import PrepareError
+from ..files import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from ..shards import ShardWriter
+from .records import Excluded, Stats, VerifiedPhoto
 
 SPLITS = ("train", "validation", "test")
-LAYOUT = "<split>/<count>/<id>.jpg"
+LAYOUTS = ("folders", "shards")
+FOLDER_LAYOUT = "<split>/<count>/<id>.jpg"
+SHARD_LAYOUT = "<split>/<part>-NNNNNN.tar (WebDataset: <id>.jpg, <id>.cls[, <id>.json])"
 MANIFEST = "manifest.json"
 JPEG_QUALITY = 90
+#: Photos resized/read at once when writing: bounds memory whatever the part's size.
+CHUNK = 256
 
 
 def stratified_split(
-    photos: Iterable[Photo], fractions: tuple[float, float, float], seed: int
-) -> dict[str, list[Photo]]:
+    photos: Iterable[VerifiedPhoto], fractions: tuple[float, float, float], seed: int
+) -> dict[str, list[VerifiedPhoto]]:
     """Seeded split per count, so each split keeps the class balance.
 
     Ids are sorted before shuffling, so the split depends only on the set of ids and the seed,
@@ -44,11 +50,11 @@ def stratified_split(
         raise PrepareError(
             f"split fractions {fractions} must be three non-negative shares summing to 1"
         )
-    by_count: dict[int, list[Photo]] = defaultdict(list)
+    by_count: dict[int, list[VerifiedPhoto]] = defaultdict(list)
     for photo in photos:
         by_count[photo.count].append(photo)
     rng = random.Random(seed)
-    out: dict[str, list[Photo]] = {s: [] for s in SPLITS}
+    out: dict[str, list[VerifiedPhoto]] = {s: [] for s in SPLITS}
     for count in sorted(by_count):
         group = sorted(by_count[count], key=lambda p: p.id)
         rng.shuffle(group)
@@ -82,7 +88,7 @@ def resized_jpeg(path: Path, resize: int) -> tuple[bytes, int, int]:
 
 
 def photo_entry(
-    photo: Photo,
+    photo: VerifiedPhoto,
     split: str,
     sha256: str,
     size: int,
@@ -107,55 +113,111 @@ def photo_entry(
     }
 
 
-def write_layout(
-    out_dir: Path,
-    splits: dict[str, list[Photo]],
-    resize: int | None,
-    previous: dict[str, dict[str, Any]],
-    stats: Stats,
-    workers: int,
-    progress: bool,
-) -> list[dict[str, Any]]:
-    """Write ``<split>/<count>/<id>.jpg``; reuse files a previous run wrote identically."""
-    jobs = [(split, photo) for split in SPLITS for photo in splits[split]]
-    lock = threading.Lock()
+def _reusable(
+    old: dict[str, Any] | None, photo: VerifiedPhoto, resize: int | None, target: Path
+) -> bool:
+    """A previous run wrote this photo at this size and the file still has those bytes."""
+    return bool(
+        old
+        and old.get("source_sha256") == photo.sha256
+        and old.get("resize") == resize
+        and target.is_file()
+        and target.stat().st_size == old.get("bytes")
+        and sha256_file(target) == old.get("sha256")
+    )
 
-    def write(job: tuple[str, Photo]) -> dict[str, Any]:
-        split, photo = job
+
+class _FolderWriter:
+    """``<split>/<count>/<id>.jpg``; a photo a previous run wrote identically is kept as is."""
+
+    def __init__(self, out_dir: Path, previous: dict[str, dict[str, Any]], resize: int | None):
+        self.out_dir, self.previous, self.resize = out_dir, previous, resize
+
+    def kept(self, split: str, photo: VerifiedPhoto) -> dict[str, Any] | None:
         rel = f"{split}/{photo.count}/{photo.id}.jpg"
-        target = out_dir / rel
-        old = previous.get(rel)
-        if (
-            old
-            and old.get("source_sha256") == photo.sha256
-            and old.get("resize") == resize
-            and target.is_file()
-            and target.stat().st_size == old.get("bytes")
-            and sha256_file(target) == old.get("sha256")
-        ):
-            with lock:
-                stats.kept += 1
-            return old
-        if resize:
-            data, width, height = resized_jpeg(photo.path, resize)
-            atomic_write_bytes(target, data, fsync=False)
-            digest, size = sha256_bytes(data), len(data)
-        else:
-            with atomic_path(target) as tmp:
-                shutil.copyfile(photo.path, tmp)
-            digest, size, width, height = photo.sha256, photo.bytes, photo.width, photo.height
-        with lock:
-            stats.written += 1
-        return {"path": rel, **photo_entry(photo, split, digest, size, width, height, resize)}
+        old = self.previous.get(rel)
+        if old is None or not _reusable(old, photo, self.resize, self.out_dir / rel):
+            return None
+        entry = photo_entry(
+            photo, split, old["sha256"], old["bytes"], old["width"], old["height"], self.resize
+        )
+        return {**entry, "path": rel}
 
-    entries = parallel(write, jobs, workers, "write", progress)
-    wanted = {e["path"] for e in entries}
+    def write(self, split: str, photo: VerifiedPhoto, data: bytes, entry: dict[str, Any]) -> None:
+        entry["path"] = f"{split}/{photo.count}/{photo.id}.jpg"
+        atomic_write_bytes(self.out_dir / entry["path"], data, fsync=False)
+
+
+def write_part(
+    out_dir: Path,
+    part: str,
+    by_split: dict[str, list[VerifiedPhoto]],
+    stats: Stats,
+    *,
+    layout: str,
+    resize: int | None,
+    shard_bytes: int,
+    metadata: Callable[[str], bytes] | None,
+    workers: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write one part's photos as folders or as ``<split>/<part>-NNNNNN.tar`` shards.
+
+    Returns the photos' manifest entries and the shards' (empty for folders). Shards carry
+    each photo's metadata when ``metadata`` gives it. Folders reuse what the manifest already
+    in ``out_dir`` says was written identically.
+    """
+    if layout not in LAYOUTS:
+        raise PrepareError(f"layout {layout!r} is not one of {LAYOUTS}")
+    folders = _FolderWriter(out_dir, read_manifest_entries(out_dir), resize)
+
+    def encoded(photo: VerifiedPhoto) -> tuple[bytes, int, int]:
+        if resize:
+            return resized_jpeg(photo.path, resize)
+        return photo.path.read_bytes(), photo.width, photo.height
+
+    photos: list[dict[str, Any]] = []
+    shards: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for split in SPLITS:
+            group = by_split[split]
+            if layout == "folders":
+                kept = [(p, folders.kept(split, p)) for p in group]
+                photos += [entry for _, entry in kept if entry is not None]
+                stats.kept += sum(entry is not None for _, entry in kept)
+                group = [p for p, entry in kept if entry is None]
+            writer = None
+            if layout == "shards" and group:
+                writer = ShardWriter(out_dir / split, part, shard_bytes)
+            for start in range(0, len(group), CHUNK):
+                chunk = group[start : start + CHUNK]
+                for photo, (data, width, height) in zip(
+                    chunk, pool.map(encoded, chunk), strict=True
+                ):
+                    entry = photo_entry(
+                        photo, split, sha256_bytes(data), len(data), width, height, resize
+                    )
+                    if writer is None:
+                        folders.write(split, photo, data, entry)
+                    else:
+                        writer.write(photo.id, data, photo.count, metadata and metadata(photo.id))
+                        entry["shard"] = f"{split}/{writer.shards[-1].name}"
+                    stats.written += 1
+                    photos.append(entry)
+            if writer is not None:
+                shards += [
+                    {"path": f"{split}/{info.name}", "split": split, **info.as_json()}
+                    for info in writer.close()
+                ]
+    return photos, shards
+
+
+def remove_unlisted(out_dir: Path, wanted: set[str], stats: Stats) -> None:
+    """Remove files under the split folders that the manifest no longer lists."""
     for split in SPLITS:
         for path in (out_dir / split).rglob("*") if (out_dir / split).is_dir() else []:
             if path.is_file() and path.relative_to(out_dir).as_posix() not in wanted:
                 path.unlink()
                 stats.removed_stale += 1
-    return entries
 
 
 def read_manifest_entries(out_dir: Path) -> dict[str, dict[str, Any]]:
@@ -173,18 +235,27 @@ def write_manifest(
     out_dir: Path,
     source: str,
     settings: dict[str, Any],
-    entries: list[dict[str, Any]],
+    photos: list[dict[str, Any]],
+    shards: list[dict[str, Any]],
     excluded: list[Excluded],
+    parts: int,
 ) -> Path:
-    """``<out_dir>/manifest.json``: every written file, the settings and the excluded ids."""
-    manifest_path = out_dir / MANIFEST
-    manifest = {
+    """``<out_dir>/manifest.json``: every written file, the settings and the excluded ids.
+
+    Shards: ``files`` lists the shards (what is uploaded and checksummed) and ``photos`` every
+    photo with its shard; folders: ``files`` lists the photos.
+    """
+    manifest: dict[str, Any] = {
         "version": 1,
         "source": source,
-        "layout": LAYOUT,
+        "layout": SHARD_LAYOUT if shards else FOLDER_LAYOUT,
         "settings": settings,
-        "files": entries,
+        "files": shards or photos,
         "excluded": [asdict(x) for x in excluded],
+        "parts": parts,
     }
-    atomic_write_json(manifest_path, manifest, indent=1)  # thousands of entries: keep it compact
-    return manifest_path
+    if shards:
+        manifest["photos"] = photos
+    path = out_dir / MANIFEST
+    atomic_write_json(path, manifest, indent=1)  # thousands of entries: keep it compact
+    return path

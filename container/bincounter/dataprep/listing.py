@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import CLASSES
+from ..errors import MissingObject
 from ..files import atomic_write_json
 from .fetch import Fetcher
-from .records import Labelled
-from .sources import MissingObject, Source
+from .records import PlannedId
+from .sources import PhotoSource
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class ScanResult:
 
 
 def scan_metadata(
-    source: Source,
+    source: PhotoSource,
     fetcher: Fetcher,
     state_dir: Path,
     *,
@@ -146,15 +147,15 @@ def _load_range(
         return None
 
 
-def select_by_count(counts: dict[str, int], max_per_count: int | None = None) -> list[Labelled]:
+def select_by_count(counts: dict[str, int], max_per_count: int | None = None) -> list[PlannedId]:
     """Ids of counts 1..5, at most ``max_per_count`` each (the smallest ids, so the choice
     does not depend on the listing's order); sorted by count then id."""
     by_count: dict[int, list[str]] = {c: [] for c in CLASSES}
     for image_id, count in counts.items():
         if count in by_count:
             by_count[count].append(image_id)
-    out: list[Labelled] = []
+    out: list[PlannedId] = []
     for count in CLASSES:
         ids = sorted(by_count[count])
-        out += [Labelled(i, count) for i in ids[:max_per_count]]
+        out += [PlannedId(i, count) for i in ids[:max_per_count]]
     return out

@@ -14,21 +14,20 @@ report the folder layout also ends with.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import PrepareError
 from ..files import atomic_write_bytes, atomic_write_json
-from .layout import MANIFEST, SPLITS, stratified_split
-from .records import Excluded, Labelled, PrepareError
+from .layout import SPLITS, stratified_split, write_manifest
+from .records import Excluded, PlannedId, VerifiedPhoto
 from .report import build_report, write_report
 
 PLAN_DIR = "plan"
 #: The plan's seed, shares and selection, read back when the manifest is assembled.
 PLAN_SETTINGS = "settings.json"
 FRAGMENTS_DIR = "_parts"
-SHARD_LAYOUT = "<split>/<part>-NNNNNN.tar (WebDataset: <id>.jpg, <id>.cls[, <id>.json])"
-FOLDER_LAYOUT = "<split>/<count>/<id>.jpg"
 
 
 def part_name(index: int) -> str:
@@ -36,10 +35,16 @@ def part_name(index: int) -> str:
 
 
 def plan_entries(
-    items: Iterable[Labelled], fractions: tuple[float, float, float], seed: int
+    items: Iterable[PlannedId], fractions: tuple[float, float, float], seed: int
 ) -> list[dict[str, Any]]:
     """``{"id", "count", "split"}`` per id: the seeded stratified split of ``prepare``."""
-    splits = stratified_split(list(items), fractions, seed)
+    return split_entries(stratified_split(list(items), fractions, seed))
+
+
+def split_entries(
+    splits: Mapping[str, Sequence[PlannedId | VerifiedPhoto]],
+) -> list[dict[str, Any]]:
+    """A split as plan entries, in split order, then as the split sorted them."""
     return [{"id": x.id, "count": x.count, "split": s} for s in SPLITS for x in splits[s]]
 
 
@@ -96,17 +101,25 @@ def write_fragment(out_dir: Path, part: str, fragment: dict[str, Any]) -> Path:
 
 
 def read_fragments(out_dir: Path) -> list[dict[str, Any]]:
+    """The processed parts' fragments; when ``out_dir`` holds the plan, only its parts' (a
+    fragment left by an earlier plan with more parts is not this run's)."""
     folder = Path(out_dir) / FRAGMENTS_DIR
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("part-*.json"))]
+    planned = {p.stem for p in (Path(out_dir) / PLAN_DIR).glob("part-*.jsonl")}
+    paths = [p for p in sorted(folder.glob("part-*.json")) if not planned or p.stem in planned]
+    return [json.loads(p.read_text()) for p in paths]
 
 
 def assemble(
-    out_dir: Path, source: str, settings: dict[str, Any], chart: bool = True
+    out_dir: Path,
+    source: str,
+    settings: dict[str, Any],
+    chart: bool = True,
+    excluded_before: Sequence[Excluded] = (),
 ) -> tuple[Path, dict[str, Any]]:
     """``manifest.json`` and the report from every part's fragment in ``out_dir``.
 
-    Shards: ``files`` lists the shards (what is uploaded and checksummed) and ``photos`` every
-    photo with its shard; folders: ``files`` lists the photos, as the one-machine path writes.
+    ``excluded_before``: ids dropped before the plan was made (a local run verifies before it splits),
+    listed ahead of those the parts dropped.
     """
     fragments = read_fragments(out_dir)
     if not fragments:
@@ -115,26 +128,13 @@ def assemble(
         (p for f in fragments for p in f["photos"]), key=lambda e: (e["split"], e["count"], e["id"])
     )
     shards = sorted((s for f in fragments for s in f.get("shards", [])), key=lambda s: s["path"])
-    excluded = [Excluded(**x) for f in fragments for x in f["excluded"]]
+    excluded = [*excluded_before, *(Excluded(**x) for f in fragments for x in f["excluded"])]
     seen: set[str] = set()
     for photo in photos:
         if photo["id"] in seen:
             raise PrepareError(f"id {photo['id']} was processed by two parts: plan parts overlap")
         seen.add(photo["id"])
-    layout = SHARD_LAYOUT if shards else FOLDER_LAYOUT
-    manifest: dict[str, Any] = {
-        "version": 1,
-        "source": source,
-        "layout": layout,
-        "settings": settings,
-        "files": shards or photos,
-        "excluded": [x.__dict__ for x in excluded],
-        "parts": len(fragments),
-    }
-    if shards:
-        manifest["photos"] = photos
-    path = Path(out_dir) / MANIFEST
-    atomic_write_json(path, manifest, indent=1)
+    path = write_manifest(Path(out_dir), source, settings, photos, shards, excluded, len(fragments))
     report = build_report(photos, excluded, source, settings)
     if shards:
         report["shards"] = {

@@ -1,8 +1,11 @@
-"""The whole preparation in one call: select -> fetch and verify -> split and lay out -> report.
+"""The whole preparation in one call: plan -> process each part -> assemble, on this machine.
 
-``prepare`` is what ``bincounter-aws prepare`` and the quickstart run, and what makes a second
-run after a crash redo only what is missing: each step it calls is resumable on its own (see
-``fetch`` and ``layout``). It holds no state between calls; everything a run learns is on disk
+``prepare`` is what ``bincounter-aws prepare`` and the quickstart run: it selects, fetches and
+verifies, splits the verified photos, and then goes the Processing job's way with one plan
+part (``worker.process_part``, ``parts.assemble``), so both paths write channels and manifest
+with the same code. ``prepare_parts`` is that way with a scan-and-split plan of many parts,
+in-process. A second run after a crash redoes only what is missing: each step is resumable on
+its own (see ``fetch``, ``layout`` and ``worker``). It holds no state between calls; everything a run learns is on disk
 (the cache, the manifest) or in the returned ``PrepareResult``. Nothing is written to S3 here:
 upload is ``bincounter.aws.s3data``.
 """
@@ -13,31 +16,60 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from .. import CLASSES
+from ..errors import PrepareError
 from ..files import atomic_write_json
 from ..shards import DEFAULT_SHARD_BYTES
 from .fetch import Cache, Fetcher
-from .layout import SPLITS, read_manifest_entries, stratified_split, write_layout, write_manifest
+from .layout import SPLITS, read_manifest_entries, remove_unlisted, stratified_split
 from .listing import scan_metadata, select_by_count
-from .parts import PLAN_DIR, PLAN_SETTINGS, assemble, plan_entries, split_parts, write_plan
+from .parts import (
+    PLAN_DIR,
+    PLAN_SETTINGS,
+    assemble,
+    plan_entries,
+    split_entries,
+    split_parts,
+    write_plan,
+)
 from .pool import parallel
-from .process import process_part
-from .records import Excluded, Labelled, Photo, PrepareError, Stats
-from .report import build_report, write_report
+from .records import Excluded, PlannedId, Stats, VerifiedPhoto
+from .report import REPORT_JSON, REPORT_PNG
 from .selection import candidates_from_file_list, read_file_list, scan_candidates
-from .sources import Source
+from .sources import PhotoSource
+from .worker import process_part
 
 log = logging.getLogger(__name__)
+
+
+class Selection(TypedDict, total=False):
+    """Which ids and how they split (``plan``'s options of that name), passed on as one."""
+
+    file_list: str | Path | dict[int, list[str]] | None
+    max_per_count: int | None
+    cache_dir: str | Path | None
+    seed: int
+    fractions: tuple[float, float, float]
+
+
+def _check_resize(resize: int | None) -> None:
+    if resize is not None and resize < 32:
+        raise PrepareError(f"resize={resize} is too small: keep the longer side >= 32 pixels")
+
+
+def _cache(out: Path, cache_dir: str | Path | None) -> Cache:
+    """The download cache: ``cache_dir``, else ``<out>/.cache`` (never uploaded)."""
+    return Cache(Path(cache_dir) if cache_dir else out / ".cache")
 
 
 @dataclass
 class PrepareResult:
     out_dir: Path
-    photos: list[Photo]
+    photos: list[VerifiedPhoto]
     excluded: list[Excluded]
-    splits: dict[str, list[Photo]]
+    splits: dict[str, list[VerifiedPhoto]]
     stats: Stats
     manifest: Path
     report_json: Path
@@ -47,7 +79,7 @@ class PrepareResult:
 
 
 def prepare(
-    source: Source,
+    source: PhotoSource,
     out_dir: str | Path,
     *,
     file_list: str | Path | dict[int, list[str]] | None = None,
@@ -70,9 +102,8 @@ def prepare(
     started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if resize is not None and resize < 32:
-        raise PrepareError(f"resize={resize} is too small: keep the longer side >= 32 pixels")
-    cache = Cache(Path(cache_dir) if cache_dir else out / ".cache")
+    _check_resize(resize)
+    cache = _cache(out, cache_dir)
     stats = Stats()
     fetcher = Fetcher(source, cache, stats)
 
@@ -88,16 +119,13 @@ def prepare(
     log.info("preparing %d ids from %s", len(candidates), source.description)
 
     results = parallel(fetcher.process, candidates, workers, "fetch+verify", progress)
-    photos = [r for r in results if isinstance(r, Photo)]
+    photos = [r for r in results if isinstance(r, VerifiedPhoto)]
     excluded = [r for r in results if isinstance(r, Excluded)]
     if not photos:
         first = excluded[0].reason if excluded else "nothing selected"
         raise PrepareError(f"no usable photo among {len(candidates)} ids; first problem: {first}")
 
     splits = stratified_split(photos, fractions, seed)
-    previous = read_manifest_entries(out)
-    entries = write_layout(out, splits, resize, previous, stats, workers, progress)
-
     settings = {
         "seed": seed,
         "fractions": list(fractions),
@@ -105,9 +133,12 @@ def prepare(
         "max_per_count": max_per_count,
         "selection": "file_list" if file_list is not None else "scan",
     }
-    manifest_path = write_manifest(out, source.description, settings, entries, excluded)
-    report = build_report(entries, excluded, source.description, settings)
-    report_json, report_png = write_report(out, report, chart)
+    part = _write_plan(out, split_entries(splits), 1, source, settings)
+    manifest_path, report = _process_and_assemble(
+        source, out, cache, part, settings, stats, layout="folders", resize=resize,
+        shard_bytes=DEFAULT_SHARD_BYTES, with_metadata=False, seed=seed, workers=workers,
+        progress=progress, chart=chart, excluded_before=excluded,
+    )  # fmt: skip
     return PrepareResult(
         out_dir=out,
         photos=photos,
@@ -115,8 +146,8 @@ def prepare(
         splits=splits,
         stats=stats,
         manifest=manifest_path,
-        report_json=report_json,
-        report_png=report_png,
+        report_json=out / REPORT_JSON,
+        report_png=out / REPORT_PNG if chart else None,
         seconds=time.monotonic() - started,
         report=report,
     )
@@ -170,7 +201,7 @@ class PlanResult:
 
 
 def select_labelled(
-    source: Source,
+    source: PhotoSource,
     out_dir: Path,
     cache: Cache,
     *,
@@ -179,13 +210,13 @@ def select_labelled(
     depth: int = 3,
     workers: int = 32,
     progress: bool = True,
-) -> tuple[list[Labelled], Any]:
+) -> tuple[list[PlannedId], Any]:
     """Ids with counts: from a file list (its claimed counts, checked when fetched), or from
     the full partitioned metadata scan (every count read; ``max_per_count`` optional)."""
     if file_list is not None:
         listing = file_list if isinstance(file_list, dict) else read_file_list(file_list)
         chosen = candidates_from_file_list(listing, max_per_count)
-        return [Labelled(c.id, c.listed) for c in chosen if c.listed is not None], None
+        return [PlannedId(c.id, c.listed) for c in chosen if c.listed is not None], None
     scan = scan_metadata(
         source, Fetcher(source, cache, Stats()), cache.root, depth=depth, workers=workers,
         progress=progress,
@@ -194,7 +225,7 @@ def select_labelled(
 
 
 def plan(
-    source: Source,
+    source: PhotoSource,
     out_dir: str | Path,
     *,
     parts: int,
@@ -210,7 +241,7 @@ def plan(
     """Select ids (file list or full scan), split them seeded, write ``plan/part-*.jsonl``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = Cache(Path(cache_dir) if cache_dir else out / ".cache")
+    cache = _cache(out, cache_dir)
     items, scan = select_labelled(
         source, out, cache, file_list=file_list, max_per_count=max_per_count, depth=depth,
         workers=workers, progress=progress,
@@ -218,21 +249,49 @@ def plan(
     if not items:
         raise PrepareError("no ids selected: the file list or the scan found nothing")
     entries = plan_entries(items, fractions, seed)
-    paths = write_plan(out, split_parts(entries, parts))
     settings = {
         "seed": seed,
         "fractions": list(fractions),
         "max_per_count": max_per_count,
         "selection": "file_list" if file_list is not None else "full_scan",
-        "parts": len(paths),
     }
-    atomic_write_json(out / PLAN_DIR / PLAN_SETTINGS, {"source": source.description, **settings})
+    paths = _write_plan(out, entries, parts, source, settings)
+    return PlanResult(out, paths, len(entries), {**settings, "parts": len(paths)}, scan)
+
+
+def _write_plan(
+    out: Path, entries: list[dict[str, Any]], parts: int, source: PhotoSource, settings: dict
+) -> list[Path]:
+    """``plan/part-*.jsonl`` and ``plan/settings.json`` (what ``assemble`` reads back)."""
+    paths = write_plan(out, split_parts(entries, parts))
+    plan_settings = {"source": source.description, **settings, "parts": len(paths)}
+    atomic_write_json(out / PLAN_DIR / PLAN_SETTINGS, plan_settings)
     log.info("plan: %d ids in %d parts under %s", len(entries), len(paths), out / PLAN_DIR)
-    return PlanResult(out, paths, len(entries), settings, scan)
+    return paths
+
+
+def _process_and_assemble(
+    source: PhotoSource,
+    out: Path,
+    cache: Cache,
+    parts: list[Path],
+    settings: dict[str, Any],
+    stats: Stats,
+    *,
+    chart: bool,
+    excluded_before: list[Excluded] | tuple[()] = (),
+    **options: Any,
+) -> tuple[Path, dict[str, Any]]:
+    """Every plan part (``process_part`` with ``options``), the manifest, and no stale file."""
+    for path in parts:
+        process_part(path, source, out, cache, stats=stats, **options)
+    manifest, report = assemble(out, source.description, settings, chart, excluded_before)
+    remove_unlisted(out, set(read_manifest_entries(out)), stats)
+    return manifest, report
 
 
 def prepare_parts(
-    source: Source,
+    source: PhotoSource,
     out_dir: str | Path,
     *,
     parts: int = 4,
@@ -240,36 +299,27 @@ def prepare_parts(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     with_metadata: bool = True,
     resize: int | None = None,
-    file_list: str | Path | dict[int, list[str]] | None = None,
-    max_per_count: int | None = None,
-    cache_dir: str | Path | None = None,
-    seed: int = 42,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     depth: int = 3,
     workers: int = 16,
     progress: bool = True,
     chart: bool = True,
+    **selection: Unpack[Selection],
 ) -> tuple[Path, dict[str, Any]]:
     """The Processing job's path, run in-process: plan, every part, then the manifest.
 
     Returns the manifest's path and the report; ends with the same files a Processing job
     and ``assemble`` leave (channels under ``<out>/<split>/``, ``manifest.json``, report).
     """
-    if resize is not None and resize < 32:
-        raise PrepareError(f"resize={resize} is too small: keep the longer side >= 32 pixels")
+    _check_resize(resize)
     result = plan(
-        source, out_dir, parts=parts, file_list=file_list, max_per_count=max_per_count,
-        cache_dir=cache_dir, seed=seed, fractions=fractions, depth=depth, workers=workers,
-        progress=progress,
-    )  # fmt: skip
-    cache = Cache(Path(cache_dir) if cache_dir else result.out_dir / ".cache")
-    for path in result.parts:
-        process_part(
-            path, source, result.out_dir, cache, layout=layout, resize=resize,
-            shard_bytes=shard_bytes, with_metadata=with_metadata, seed=seed, workers=workers,
-            progress=progress,
-        )  # fmt: skip
+        source, out_dir, parts=parts, depth=depth, workers=workers, progress=progress, **selection
+    )
     settings = {**result.settings, "resize": resize, "layout": layout}
     if layout == "shards":
         settings["shard_bytes"] = shard_bytes
-    return assemble(result.out_dir, source.description, settings, chart)
+    cache = _cache(result.out_dir, selection.get("cache_dir"))
+    return _process_and_assemble(
+        source, result.out_dir, cache, result.parts, settings, Stats(), layout=layout,
+        resize=resize, shard_bytes=shard_bytes, with_metadata=with_metadata,
+        seed=result.settings["seed"], workers=workers, progress=progress, chart=chart,
+    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The records the preparation steps hand each other, and the one error they raise.
+"""The records the preparation steps hand each other.
 
 They live apart from every step so that a step can run on its own (a Processing job shard
 fetches and verifies, another machine splits and writes) and still speak the same types,
@@ -10,12 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
-
-
-class PrepareError(UserError):
-    """The preparation cannot go on (bad file list, bad fractions, no usable photo)."""
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -26,8 +20,8 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Photo:
-    """A verified photo in the cache."""
+class VerifiedPhoto:
+    """A photo fetched into the cache and verified by decoding it (not yet written out)."""
 
     id: str
     count: int
@@ -62,7 +56,7 @@ class Stats:
 
 
 @dataclass(frozen=True)
-class Labelled:
+class PlannedId:
     """An id and its count from the metadata, before the photo is fetched (a plan entry)."""
 
     id: str

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import CLASSES
-from .records import Candidate, PrepareError
-from .sources import Source
+from ..errors import PrepareError
+from .records import Candidate
+from .sources import PhotoSource
 
 if TYPE_CHECKING:
     from .fetch import Fetcher
@@ -71,7 +72,7 @@ def candidates_from_file_list(
 
 
 def scan_candidates(
-    source: Source,
+    source: PhotoSource,
     fetcher: Fetcher,
     max_per_count: int,
     workers: int,

@@ -17,17 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import abid
-from .records import PrepareError
+from ..errors import MissingObject, PrepareError
 
 ABID_BUCKET = abid.BUCKET
 ABID_REGION = "us-east-1"
 
 
-class MissingObject(Exception):
-    """The source has no object under this key (a 404, not a transient failure)."""
-
-
-class Source:
+class PhotoSource:
     """Where photos and metadata come from. ``get`` raises ``MissingObject`` for a 404."""
 
     description = "?"
@@ -57,7 +53,7 @@ class Source:
         return f"{self.metadata_prefix}{image_id}.json"
 
 
-class S3Source(Source):
+class S3Source(PhotoSource):
     """An S3 bucket in ABID's layout; by default the public ``aft-vbi-pds`` without signing.
 
     Unsigned requests need no AWS account at all. ``endpoint_url`` (or ``AWS_ENDPOINT_URL``,
@@ -122,7 +118,7 @@ class S3Source(Source):
                     yield name[: -len(".json")]
 
 
-class LocalSource(Source):
+class LocalSource(PhotoSource):
     """A local folder in ABID's layout (``bin-images/`` and ``metadata/`` by default)."""
 
     def __init__(
@@ -158,3 +154,30 @@ class LocalSource(Source):
         hi = bisect.bisect_left(keys, end) if end is not None else len(keys)
         for key in keys[lo:hi]:
             yield key[len(self.metadata_prefix) : -len(".json")]
+
+
+def open_source(
+    *,
+    source_dir: str | None,
+    bucket: str | None,
+    images_dir: str = "bin-images",
+    metadata_dir: str = "metadata",
+    signed: bool = False,
+    endpoint_url: str | None = None,
+    workers: int = 16,
+) -> PhotoSource:
+    """The source a command line names: a folder with ``source_dir``, else a bucket.
+
+    The launch CLI and the Processing job's entry both build their source here, so a flag
+    means the same on a laptop and in the job (one connection per worker, plus a few spare).
+    """
+    if source_dir:
+        return LocalSource(source_dir, images_dir, metadata_dir)
+    return S3Source(
+        bucket or ABID_BUCKET,
+        unsigned=not signed,
+        endpoint_url=endpoint_url,
+        max_connections=workers + 4,
+        images_prefix=images_dir.strip("/") + "/",
+        metadata_prefix=metadata_dir.strip("/") + "/",
+    )

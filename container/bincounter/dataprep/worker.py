@@ -3,39 +3,36 @@
 This is what each instance of the SageMaker Processing job runs (``bincounter process`` in the
 image, on the parts ``ShardedByS3Key`` gave it under ``/opt/ml/processing/input/plan``) and
 what a local run calls in-process for every part: the same function either way, so the two
-paths cannot drift. A part writes only files named after itself (``<split>/<part>-NNNNNN.tar``
-or its own photos) and one fragment, so instances never write the same key; a part whose
-fragment and files are already there is skipped, which makes a rerun resume. Photos are
-shuffled within a part (seeded) before packing: the plan is sorted by count, and a shard of one
-count would defeat the reader's shuffle buffer.
+paths cannot drift. (The launch side of that job is ``bincounter.aws.processing``.) A part
+writes only files named after itself (``<split>/<part>-NNNNNN.tar`` or its own photos) and one
+fragment, so instances never write the same key; a part whose fragment matches its plan and
+whose files are all there is skipped, which makes a rerun resume. Photos are shuffled within a
+part (seeded) before packing: the plan is sorted by count, and a shard of one count would
+defeat the reader's shuffle buffer.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .. import shards as tar_shards
-from ..files import atomic_write_bytes, sha256_bytes
+from ..errors import PrepareError
 from ..paths import base_dir
 from .fetch import Cache, Fetcher
-from .layout import SPLITS, photo_entry, resized_jpeg
+from .layout import LAYOUTS, SPLITS, write_part
 from .parts import FRAGMENTS_DIR, read_part, write_fragment
 from .pool import parallel
-from .records import Candidate, Excluded, Photo, PrepareError, Stats
-from .sources import Source
+from .records import Candidate, Excluded, Stats, VerifiedPhoto
+from .sources import PhotoSource, open_source
 
 log = logging.getLogger(__name__)
-
-LAYOUTS = ("folders", "shards")
-#: Photos resized/read at once when packing: bounds memory whatever the part's size.
-CHUNK = 256
 
 
 def processing_dir() -> Path:
@@ -43,24 +40,32 @@ def processing_dir() -> Path:
     return base_dir() / "processing"
 
 
-def _fragment_is_complete(out_dir: Path, part: str) -> bool:
-    import json
-
-    path = out_dir / FRAGMENTS_DIR / f"{part}.json"
+def _done_fragment(
+    out_dir: Path, part: str, entries: list[dict[str, Any]], layout: str, resize: int | None
+) -> dict[str, Any] | None:
+    """The part's fragment when it covers exactly these plan entries at these settings and
+    every file it lists is on disk at its size; None when the part must be processed."""
     try:
-        fragment = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    files = fragment.get("shards") or fragment.get("photos") or []
-    return all(
-        (out_dir / f["path"]).is_file() and (out_dir / f["path"]).stat().st_size == f["bytes"]
-        for f in files
-    )
+        fragment = json.loads((out_dir / FRAGMENTS_DIR / f"{part}.json").read_text())
+        planned = {e["id"]: e["split"] for e in entries}
+        photos = fragment["photos"]
+        done = {(p["id"], p["split"]) for p in photos if p["resize"] == resize}
+        done |= {(x["id"], planned.get(x["id"])) for x in fragment["excluded"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if fragment.get("layout") != layout or done != set(planned.items()):
+        return None
+    files = fragment.get("shards") or photos
+    for f in files:
+        path = out_dir / f["path"]
+        if not path.is_file() or path.stat().st_size != f["bytes"]:
+            return None
+    return fragment
 
 
 def process_part(
     plan_path: Path,
-    source: Source,
+    source: PhotoSource,
     out_dir: Path,
     cache: Cache,
     *,
@@ -71,75 +76,54 @@ def process_part(
     seed: int = 42,
     workers: int = 16,
     progress: bool = False,
+    stats: Stats | None = None,
 ) -> Path:
-    """Process one plan part into ``out_dir``; returns its fragment's path."""
+    """Process one plan part into ``out_dir``; returns its fragment's path.
+
+    ``stats`` (when given) gains what was written and kept; fetching counts only in the
+    fragment's own stats.
+    """
     if layout not in LAYOUTS:
         raise PrepareError(f"layout {layout!r} is not one of {LAYOUTS}")
     out_dir = Path(out_dir)
     part = Path(plan_path).stem
-    if _fragment_is_complete(out_dir, part):
-        log.info("%s: already processed, kept", part)
-        return out_dir / FRAGMENTS_DIR / f"{part}.json"
     entries = read_part(Path(plan_path))
-    stats = Stats()
-    fetcher = Fetcher(source, cache, stats)
+    done = _done_fragment(out_dir, part, entries, layout, resize)
+    if done is not None:
+        log.info("%s: already processed, kept", part)
+        if stats is not None:
+            stats.kept += len(done["photos"])
+        return out_dir / FRAGMENTS_DIR / f"{part}.json"
+    part_stats = Stats()
+    fetcher = Fetcher(source, cache, part_stats)
     candidates = [Candidate(e["id"], e["count"]) for e in entries]
     results = parallel(fetcher.process, candidates, workers, part, progress)
     excluded = [r for r in results if isinstance(r, Excluded)]
     planned = {e["id"]: e["split"] for e in entries}
-    by_split: dict[str, list[Photo]] = {s: [] for s in SPLITS}
+    by_split: dict[str, list[VerifiedPhoto]] = {s: [] for s in SPLITS}
     for r in results:
-        if isinstance(r, Photo):
+        if isinstance(r, VerifiedPhoto):
             by_split[planned[r.id]].append(r)
     rng = random.Random(f"{seed}:{part}")
     for split in SPLITS:
         rng.shuffle(by_split[split])
 
-    def encoded(photo: Photo) -> tuple[bytes, int, int]:
-        if resize:
-            return resized_jpeg(photo.path, resize)
-        return photo.path.read_bytes(), photo.width, photo.height
+    def metadata(image_id: str) -> bytes:
+        return (cache.metadata / f"{image_id}.json").read_bytes()
 
-    photos: list[dict[str, Any]] = []
-    shards: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for split in SPLITS:
-            group = by_split[split]
-            writer = (
-                tar_shards.ShardWriter(out_dir / split, part, shard_bytes)
-                if layout == "shards" and group
-                else None
-            )
-            for start in range(0, len(group), CHUNK):
-                chunk = group[start : start + CHUNK]
-                for photo, (data, width, height) in zip(
-                    chunk, pool.map(encoded, chunk), strict=True
-                ):
-                    entry = photo_entry(
-                        photo, split, sha256_bytes(data), len(data), width, height, resize
-                    )
-                    if writer is not None:
-                        metadata = None
-                        if with_metadata:
-                            metadata = (cache.metadata / f"{photo.id}.json").read_bytes()
-                        writer.write(photo.id, data, photo.count, metadata)
-                        entry["shard"] = f"{split}/{writer.shards[-1].name}"
-                    else:
-                        entry["path"] = f"{split}/{photo.count}/{photo.id}.jpg"
-                        atomic_write_bytes(out_dir / entry["path"], data, fsync=False)
-                    stats.written += 1
-                    photos.append(entry)
-            if writer is not None:
-                for info in writer.close():
-                    shards.append(
-                        {"path": f"{split}/{info.name}", "split": split, **info.as_json()}
-                    )
+    photos, shards = write_part(
+        out_dir, part, by_split, part_stats, layout=layout, resize=resize,
+        shard_bytes=shard_bytes, metadata=metadata if with_metadata else None, workers=workers,
+    )  # fmt: skip
+    if stats is not None:
+        stats.written += part_stats.written
+        stats.kept += part_stats.kept
     fragment = {
         "layout": layout,
         "photos": photos,
         "shards": shards,
         "excluded": [asdict(x) for x in excluded],
-        "stats": asdict(stats),
+        "stats": asdict(part_stats),
     }
     path = write_fragment(out_dir, part, fragment)
     log.info("%s: %d photos, %d excluded, %d shards", part, len(photos), len(excluded), len(shards))
@@ -172,21 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_source(args: argparse.Namespace) -> Source:
-    from .sources import ABID_BUCKET, LocalSource, S3Source
-
-    if args.source_dir:
-        return LocalSource(args.source_dir, args.images_dir, args.metadata_dir)
-    return S3Source(
-        args.source_bucket or ABID_BUCKET,
-        unsigned=not args.signed,
-        endpoint_url=args.source_endpoint_url,
-        max_connections=args.workers + 4,
-        images_prefix=args.images_dir.strip("/") + "/",
-        metadata_prefix=args.metadata_dir.strip("/") + "/",
-    )
-
-
 def run_processing_job(argv: Sequence[str] | None = None) -> int:
     """Every plan part this instance was given, then exit 0; a part that fails stops the job
     (SageMaker marks it Failed and the rerun resumes from the fragments already uploaded)."""
@@ -197,20 +166,17 @@ def run_processing_job(argv: Sequence[str] | None = None) -> int:
     parts = sorted(plan.rglob("part-*.jsonl"))
     if not parts:
         raise PrepareError(f"no plan parts (part-*.jsonl) under {plan}")
-    source = make_source(args)
+    source = open_source(
+        source_dir=args.source_dir, bucket=args.source_bucket, images_dir=args.images_dir,
+        metadata_dir=args.metadata_dir, signed=args.signed,
+        endpoint_url=args.source_endpoint_url, workers=args.workers,
+    )  # fmt: skip
     cache = Cache(root / "work" / "cache")
     log.info("processing %d plan parts from %s into %s", len(parts), source.description, out)
     for path in parts:
         process_part(
-            path,
-            source,
-            out,
-            cache,
-            layout=args.layout,
-            resize=args.resize,
-            shard_bytes=int(args.shard_size_mb * 2**20),
-            with_metadata=not args.no_metadata,
-            seed=args.seed,
-            workers=args.workers,
-        )
+            path, source, out, cache, layout=args.layout, resize=args.resize,
+            shard_bytes=int(args.shard_size_mb * 2**20), with_metadata=not args.no_metadata,
+            seed=args.seed, workers=args.workers,
+        )  # fmt: skip
     return 0
