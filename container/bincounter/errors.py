@@ -31,3 +31,15 @@ class ConfigError(UserError):
 
 class ModelLoadError(UserError):
     """Model artefacts (weights, card, pretrained weights) are missing or do not match."""
+
+
+class LaunchConfigError(UserError):
+    """A launch setting (region, role, bucket, image) is missing or malformed."""
+
+
+class LaunchError(UserError):
+    """A launch request is inconsistent (spot without wait time, bad range, ...)."""
+
+
+class LocalModeError(UserError):
+    """Local mode cannot run: docker or compose missing, or the local job failed."""

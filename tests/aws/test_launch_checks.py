@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bincounter.aws.cli import _channels, build_parser
-from bincounter.aws.config import AwsConfig, LaunchConfigError
-from bincounter.aws.hosting import DeploySettings, collect_images, content_type_of
-from bincounter.aws.inputs import LaunchError
+from bincounter.aws.cli import build_parser
+from bincounter.aws.cli_shared import channels_from_args
+from bincounter.aws.config import AwsConfig
+from bincounter.aws.endpoints import DeploySettings
+from bincounter.aws.invoke import collect_images, content_type_of
 from bincounter.aws.jobs import (
     JOB_NAME_MAX,
     TUNING_NAME_MAX,
@@ -20,6 +21,7 @@ from bincounter.aws.jobs import (
     timestamped,
 )
 from bincounter.aws.s3data import channel_uris
+from bincounter.errors import LaunchConfigError, LaunchError
 from bincounter.training.metrics import OBJECTIVE_METRIC
 
 STAMP = r"\d{6}-\d{6}"
@@ -182,18 +184,18 @@ def _args(*argv: str):
         ),
     ],
 )
-def test_cloud_channels(argv, test, expected):
-    assert _channels(_args(*argv), CONFIG, test=test) == expected
+def test_cloudchannels_from_args(argv, test, expected):
+    assert channels_from_args(_args(*argv), CONFIG, test=test) == expected
 
 
 def test_cloud_channels_need_a_bucket_only_for_the_default_prefix():
     explicit = _args("--train", "s3://t/", "--validation", "s3://v/")
-    assert _channels(explicit, AwsConfig(), test=True) == {
+    assert channels_from_args(explicit, AwsConfig(), test=True) == {
         "train": "s3://t/",
         "validation": "s3://v/",
     }
     with pytest.raises(LaunchConfigError, match="no S3 bucket configured"):
-        _channels(_args(), AwsConfig(), test=True)
+        channels_from_args(_args(), AwsConfig(), test=True)
 
 
 @pytest.mark.parametrize(
@@ -220,17 +222,19 @@ def test_cloud_channels_need_a_bucket_only_for_the_default_prefix():
 def test_local_channels_are_the_prepared_folders(tmp_path, folders, argv, expected):
     for name in folders:
         (tmp_path / name).mkdir()
-    channels = _channels(_args("--data", str(tmp_path), *argv), AwsConfig(), test=True, local=True)
+    channels = channels_from_args(
+        _args("--data", str(tmp_path), *argv), AwsConfig(), test=True, local=True
+    )
     assert channels == {k: str(tmp_path / v) for k, v in expected.items()}  # "/v" stays absolute
 
 
 def test_local_channels_without_data_are_the_flags_only():
     args = _args("--train", "/t", "--validation", "/v", "--test", "/x", "--no-test")
-    assert _channels(args, AwsConfig(), test=True, local=True) == {
+    assert channels_from_args(args, AwsConfig(), test=True, local=True) == {
         "train": "/t",
         "validation": "/v",
     }
-    assert _channels(_args(), AwsConfig(), test=True, local=True) == {}
+    assert channels_from_args(_args(), AwsConfig(), test=True, local=True) == {}
 
 
 TUNING = {
