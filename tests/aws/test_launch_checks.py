@@ -17,6 +17,7 @@ from bincounter.aws.jobs import (
     JOB_NAME_MAX,
     TUNING_NAME_MAX,
     JobSettings,
+    TuningSettings,
     best_from_descriptions,
     timestamped,
 )
@@ -52,9 +53,22 @@ def test_timestamped_names_fit_sagemakers_limits(base, max_length, kept):
             "max wait (3599 s) must be >= max run (3600 s)",
         ),
         (JobSettings(base_job_name="b" * 49), "is too long (max 48)"),
+        (DeploySettings(instance_count=0), "instance count must be >= 1"),
+        (DeploySettings(startup_health_check_timeout=59), "60..3600 s"),
+        (DeploySettings(startup_health_check_timeout=3601), "60..3600 s"),
+        (DeploySettings(data_capture_percent=0), "data capture percentage must be 1..100"),
+        (DeploySettings(data_capture_percent=101), "data capture percentage must be 1..100"),
+        (DeploySettings(data_capture_uri="/tmp/capture"), "'/tmp/capture' must be s3://"),
+        (
+            DeploySettings(instance_count=3, max_instances=2),
+            "autoscaling max instances (2) < instance count (3)",
+        ),
+        (DeploySettings(target_invocations_per_instance=0), "must be > 0"),
+        (TuningSettings(max_jobs=0), "max jobs and max parallel jobs must be >= 1"),
+        (TuningSettings(max_jobs=2, max_parallel_jobs=3), "max parallel jobs (3) > max jobs (2)"),
     ],
 )
-def test_job_settings_rejected(settings, fragment):
+def test_settings_rejected(settings, fragment):
     with pytest.raises(LaunchError) as info:
         settings.check()
     assert fragment in info.value.reason
@@ -67,44 +81,15 @@ def test_job_settings_rejected(settings, fragment):
         JobSettings(spot=True),
         JobSettings(spot=True, max_run_seconds=3600, max_wait_seconds=3600),
         JobSettings(base_job_name="b" * 48, instance_count=4),
-    ],
-)
-def test_job_settings_accepted(settings):
-    settings.check()
-
-
-@pytest.mark.parametrize(
-    ("settings", "fragment"),
-    [
-        (DeploySettings(instance_count=0), "instance count must be >= 1"),
-        (DeploySettings(startup_health_check_timeout=59), "60..3600 s"),
-        (DeploySettings(startup_health_check_timeout=3601), "60..3600 s"),
-        (DeploySettings(data_capture_percent=0), "data capture percentage must be 1..100"),
-        (DeploySettings(data_capture_percent=101), "data capture percentage must be 1..100"),
-        (DeploySettings(data_capture_uri="/tmp/capture"), "'/tmp/capture' must be s3://"),
-        (
-            DeploySettings(instance_count=3, max_instances=2),
-            "autoscaling max instances (2) < instance count (3)",
-        ),
-        (DeploySettings(target_invocations_per_instance=0), "must be > 0"),
-    ],
-)
-def test_deploy_settings_rejected(settings, fragment):
-    with pytest.raises(LaunchError) as info:
-        settings.check()
-    assert fragment in info.value.reason
-
-
-@pytest.mark.parametrize(
-    "settings",
-    [
         DeploySettings(),
         DeploySettings(startup_health_check_timeout=60, data_capture_percent=1),
         DeploySettings(startup_health_check_timeout=3600, data_capture_uri="s3://b/capture"),
         DeploySettings(instance_count=2, max_instances=2),
+        TuningSettings(),
+        TuningSettings(max_jobs=1, max_parallel_jobs=1),
     ],
 )
-def test_deploy_settings_accepted(settings):
+def test_settings_accepted(settings):
     settings.check()
 
 

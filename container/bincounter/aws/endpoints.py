@@ -30,11 +30,18 @@ SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
 
 @dataclass
-class DeploySettings:
-    """Endpoint shape. Autoscaling is on when ``max_instances`` > ``instance_count``."""
+class ModelHosts:
+    """The instances that run a model's serving container, for an endpoint or a transform
+    job alike (CPU instances: the serving container answers one photo at a time)."""
 
     instance_type: str = "ml.m5.xlarge"
     instance_count: int = 1
+
+
+@dataclass
+class DeploySettings(ModelHosts):
+    """Endpoint shape. Autoscaling is on when ``max_instances`` > ``instance_count``."""
+
     name: str | None = None
     startup_health_check_timeout: int = 600
     model_download_timeout: int | None = None

@@ -12,16 +12,14 @@ from typing import Any
 
 from ..errors import LaunchError
 from .config import AwsConfig
-from .endpoints import create_model, resource_kwargs
+from .endpoints import ModelHosts, create_model, resource_kwargs
 from .jobs import timestamped
 
 
 @dataclass
-class TransformSettings:
+class TransformSettings(ModelHosts):
     """The transform job's shape; ``bincounter-aws transform``'s flags take their defaults here."""
 
-    instance_type: str = "ml.m5.xlarge"
-    instance_count: int = 1
     max_concurrent: int | None = None
     max_payload_mb: int = 6
     environment: dict[str, str] = field(default_factory=dict)
