@@ -490,6 +490,17 @@ def _script_env(server: RecordingMotoServer, **overrides: str | None) -> dict[st
     return env
 
 
+def _script(name: str, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
+    """``scripts/<name>`` run as a person runs it, in its own process."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.slow
 def test_scripts_end_to_end_as_subprocesses(moto_server: RecordingMotoServer, tmp_path: Path):
     """scripts/train_job.py and scripts/deploy.py as a person runs them, configured only by
@@ -501,20 +512,8 @@ def test_scripts_end_to_end_as_subprocesses(moto_server: RecordingMotoServer, tm
         BINCOUNTER_IMAGE_URI=IMAGE,
         BINCOUNTER_S3_PREFIX="sub",
     )
-    train = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "train_job.py"),
-            "--hp",
-            "epochs=4",
-            "--base-job-name",
-            "bc-subprocess",
-            "--no-test",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    train = _script(
+        "train_job.py", env, "--hp", "epochs=4", "--base-job-name", "bc-subprocess", "--no-test"
     )
     assert train.returncode == 0, train.stderr
     name = next(
@@ -528,20 +527,7 @@ def test_scripts_end_to_end_as_subprocesses(moto_server: RecordingMotoServer, tm
     )
     assert artifact == f"s3://{BUCKET}/sub/output/{name}/output/model.tar.gz"
 
-    deploy = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "deploy.py"),
-            "--model-data",
-            artifact,
-            "--name",
-            "bc-sub-endpoint",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    deploy = _script("deploy.py", env, "--model-data", artifact, "--name", "bc-sub-endpoint")
     assert deploy.returncode == 0, deploy.stderr
     model = _sm().describe_model(ModelName="bc-sub-endpoint")
     assert model["PrimaryContainer"]["ModelDataUrl"] == artifact
@@ -556,13 +542,7 @@ def test_scripts_end_to_end_as_subprocesses(moto_server: RecordingMotoServer, tm
         AWS_CONFIG_FILE=str(tmp_path / "empty_aws_config"),
     )
     (tmp_path / "empty_aws_config").write_text("")
-    failed = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train_job.py")],
-        env=no_region,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    failed = _script("train_job.py", no_region)
     assert failed.returncode == 2
     assert "no AWS region configured" in failed.stderr
     assert "--region" in failed.stderr and "BINCOUNTER_REGION" in failed.stderr
