@@ -39,3 +39,15 @@ class PrepareError(UserError):
 
 class MissingObject(Exception):
     """A photo source has no object under this key (a 404, not a transient failure)."""
+
+
+class LaunchConfigError(UserError):
+    """A launch setting (region, role, bucket, image) is missing or malformed."""
+
+
+class LaunchError(UserError):
+    """A launch request is inconsistent (spot without wait time, bad range, ...)."""
+
+
+class LocalModeError(UserError):
+    """Local mode cannot run: docker or compose missing, or the local job failed."""

@@ -9,10 +9,10 @@ import pytest
 from bincounter.aws.config import (
     CONFIG_ENV,
     AwsConfig,
-    LaunchConfigError,
     parse_s3_uri,
     resolve_config,
 )
+from bincounter.errors import LaunchConfigError
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 

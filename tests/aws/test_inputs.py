@@ -7,13 +7,12 @@ import json
 import pytest
 
 from bincounter.aws.inputs import (
-    LaunchError,
     parse_assignments,
     read_hyperparameters_file,
     validate_hyperparameters,
     write_hyperparameters_file,
 )
-from bincounter.errors import HyperparameterError
+from bincounter.errors import HyperparameterError, LaunchError
 
 
 @pytest.mark.parametrize(

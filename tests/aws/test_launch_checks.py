@@ -8,18 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from bincounter.aws.cli import _channels, build_parser
-from bincounter.aws.config import AwsConfig, LaunchConfigError
-from bincounter.aws.hosting import DeploySettings, collect_images, content_type_of
-from bincounter.aws.inputs import LaunchError
+from bincounter.aws.cli import build_parser
+from bincounter.aws.cli_shared import channels_from_args
+from bincounter.aws.config import AwsConfig
+from bincounter.aws.endpoints import DeploySettings
+from bincounter.aws.invoke import collect_images, content_type_of
 from bincounter.aws.jobs import (
     JOB_NAME_MAX,
     TUNING_NAME_MAX,
     JobSettings,
+    TuningSettings,
     best_from_descriptions,
     timestamped,
 )
 from bincounter.aws.s3data import channel_uris
+from bincounter.errors import LaunchConfigError, LaunchError
 from bincounter.training.metrics import OBJECTIVE_METRIC
 
 STAMP = r"\d{6}-\d{6}"
@@ -50,9 +53,22 @@ def test_timestamped_names_fit_sagemakers_limits(base, max_length, kept):
             "max wait (3599 s) must be >= max run (3600 s)",
         ),
         (JobSettings(base_job_name="b" * 49), "is too long (max 48)"),
+        (DeploySettings(instance_count=0), "instance count must be >= 1"),
+        (DeploySettings(startup_health_check_timeout=59), "60..3600 s"),
+        (DeploySettings(startup_health_check_timeout=3601), "60..3600 s"),
+        (DeploySettings(data_capture_percent=0), "data capture percentage must be 1..100"),
+        (DeploySettings(data_capture_percent=101), "data capture percentage must be 1..100"),
+        (DeploySettings(data_capture_uri="/tmp/capture"), "'/tmp/capture' must be s3://"),
+        (
+            DeploySettings(instance_count=3, max_instances=2),
+            "autoscaling max instances (2) < instance count (3)",
+        ),
+        (DeploySettings(target_invocations_per_instance=0), "must be > 0"),
+        (TuningSettings(max_jobs=0), "max jobs and max parallel jobs must be >= 1"),
+        (TuningSettings(max_jobs=2, max_parallel_jobs=3), "max parallel jobs (3) > max jobs (2)"),
     ],
 )
-def test_job_settings_rejected(settings, fragment):
+def test_settings_rejected(settings, fragment):
     with pytest.raises(LaunchError) as info:
         settings.check()
     assert fragment in info.value.reason
@@ -65,44 +81,15 @@ def test_job_settings_rejected(settings, fragment):
         JobSettings(spot=True),
         JobSettings(spot=True, max_run_seconds=3600, max_wait_seconds=3600),
         JobSettings(base_job_name="b" * 48, instance_count=4),
-    ],
-)
-def test_job_settings_accepted(settings):
-    settings.check()
-
-
-@pytest.mark.parametrize(
-    ("settings", "fragment"),
-    [
-        (DeploySettings(instance_count=0), "instance count must be >= 1"),
-        (DeploySettings(startup_health_check_timeout=59), "60..3600 s"),
-        (DeploySettings(startup_health_check_timeout=3601), "60..3600 s"),
-        (DeploySettings(data_capture_percent=0), "data capture percentage must be 1..100"),
-        (DeploySettings(data_capture_percent=101), "data capture percentage must be 1..100"),
-        (DeploySettings(data_capture_uri="/tmp/capture"), "'/tmp/capture' must be s3://"),
-        (
-            DeploySettings(instance_count=3, max_instances=2),
-            "autoscaling max instances (2) < instance count (3)",
-        ),
-        (DeploySettings(target_invocations_per_instance=0), "must be > 0"),
-    ],
-)
-def test_deploy_settings_rejected(settings, fragment):
-    with pytest.raises(LaunchError) as info:
-        settings.check()
-    assert fragment in info.value.reason
-
-
-@pytest.mark.parametrize(
-    "settings",
-    [
         DeploySettings(),
         DeploySettings(startup_health_check_timeout=60, data_capture_percent=1),
         DeploySettings(startup_health_check_timeout=3600, data_capture_uri="s3://b/capture"),
         DeploySettings(instance_count=2, max_instances=2),
+        TuningSettings(),
+        TuningSettings(max_jobs=1, max_parallel_jobs=1),
     ],
 )
-def test_deploy_settings_accepted(settings):
+def test_settings_accepted(settings):
     settings.check()
 
 
@@ -182,18 +169,18 @@ def _args(*argv: str):
         ),
     ],
 )
-def test_cloud_channels(argv, test, expected):
-    assert _channels(_args(*argv), CONFIG, test=test) == expected
+def test_cloudchannels_from_args(argv, test, expected):
+    assert channels_from_args(_args(*argv), CONFIG, test=test) == expected
 
 
 def test_cloud_channels_need_a_bucket_only_for_the_default_prefix():
     explicit = _args("--train", "s3://t/", "--validation", "s3://v/")
-    assert _channels(explicit, AwsConfig(), test=True) == {
+    assert channels_from_args(explicit, AwsConfig(), test=True) == {
         "train": "s3://t/",
         "validation": "s3://v/",
     }
     with pytest.raises(LaunchConfigError, match="no S3 bucket configured"):
-        _channels(_args(), AwsConfig(), test=True)
+        channels_from_args(_args(), AwsConfig(), test=True)
 
 
 @pytest.mark.parametrize(
@@ -220,17 +207,19 @@ def test_cloud_channels_need_a_bucket_only_for_the_default_prefix():
 def test_local_channels_are_the_prepared_folders(tmp_path, folders, argv, expected):
     for name in folders:
         (tmp_path / name).mkdir()
-    channels = _channels(_args("--data", str(tmp_path), *argv), AwsConfig(), test=True, local=True)
+    channels = channels_from_args(
+        _args("--data", str(tmp_path), *argv), AwsConfig(), test=True, local=True
+    )
     assert channels == {k: str(tmp_path / v) for k, v in expected.items()}  # "/v" stays absolute
 
 
 def test_local_channels_without_data_are_the_flags_only():
     args = _args("--train", "/t", "--validation", "/v", "--test", "/x", "--no-test")
-    assert _channels(args, AwsConfig(), test=True, local=True) == {
+    assert channels_from_args(args, AwsConfig(), test=True, local=True) == {
         "train": "/t",
         "validation": "/v",
     }
-    assert _channels(_args(), AwsConfig(), test=True, local=True) == {}
+    assert channels_from_args(_args(), AwsConfig(), test=True, local=True) == {}
 
 
 TUNING = {

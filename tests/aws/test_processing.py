@@ -19,7 +19,6 @@ import pytest
 
 from bincounter import shards
 from bincounter.aws.cli import main
-from bincounter.aws.inputs import LaunchError
 from bincounter.aws.processing import (
     DATA_OUTPUT,
     PLAN_INPUT,
@@ -28,6 +27,7 @@ from bincounter.aws.processing import (
     processing_request,
 )
 from bincounter.dataprep.worker import build_parser
+from bincounter.errors import LaunchError
 
 from .conftest import BUCKET, IMAGE, REGION, ROLE, AbidSeed
 from .motoserver import RecordingMotoServer

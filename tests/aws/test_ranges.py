@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from bincounter.aws.inputs import LaunchError
 from bincounter.aws.ranges import (
     DEFAULT_RANGES,
     RangeSpec,
@@ -12,7 +11,7 @@ from bincounter.aws.ranges import (
     parse_range,
     validate_ranges,
 )
-from bincounter.errors import HyperparameterError, UserError
+from bincounter.errors import HyperparameterError, LaunchError, UserError
 from bincounter.training.hyperparameters import HyperParameters
 
 

@@ -9,7 +9,7 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
 * ``config``   region / role ARN / bucket / image URI / prefix from flags, environment or one
   config file; a missing value fails with how to set it.
 * ``inputs``   ``NAME=VALUE`` items, hyperparameter files and values, checked with the
-  container's own parser; ``LaunchError``.
+  container's own parser (mistakes raise ``bincounter.errors.LaunchError``).
 * ``ranges``   tuning ranges (``low:high[:log]``, ``a,b,c``) parsed and checked against the
   container; the default search space.
 * ``s3data``   upload of prepared channels (multipart, concurrent, skips unchanged objects).
@@ -17,8 +17,10 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
   (plan parts ``ShardedByS3Key``, N instances), plan upload, and the manifest assembled after.
 * ``jobs``     training (``ModelTrainer``) and tuning (``HyperparameterTuner``) jobs; the best
   hyperparameters of a tuning job.
-* ``hosting``  deploy (Model + EndpointConfig + Endpoint, data capture, autoscaling, start-up
-  health-check timeout), delete, invoke, batch transform.
+* ``endpoints`` deploy (Model + EndpointConfig + Endpoint, data capture, autoscaling, start-up
+  health-check timeout) and delete.
+* ``invoke``   photos to an endpoint or a local server, parsed answers back.
+* ``transform`` batch transform over an S3 prefix of photos.
 * ``local``    SageMaker local mode with a locally built image, for the container tests:
   ``local_train(image, channels, hyperparameters=None, *, instance_count=1,
   container_root=None, environment=None, base_job_name="bincounter-local",
@@ -26,8 +28,9 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
   name="bincounter-local", port=8080, environment=None, instance_type="local",
   region="us-east-1") -> LocalEndpoint`` (``.url``, ``.invoke(body, content_type)``,
   ``.delete()``); ``docker_problem() -> str | None``.
-* ``cli``      ``bincounter-aws`` subcommands: prepare, upload, tune, best, train, deploy,
-  delete, invoke, transform, assemble (``scripts/`` wraps them).
+* ``cli``      ``bincounter-aws`` (``scripts/`` wraps its subcommands); the subcommands by group:
+  ``cli_data`` (prepare, assemble, upload), ``cli_jobs`` (tune, best, train), ``cli_hosting``
+  (deploy, delete, invoke, transform), and ``cli_shared``'s flags they share.
 
 See ``docs/aws.md`` for the workflow.
 """

@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import LaunchConfigError
 
 DEFAULT_CONFIG_FILE = Path("~/.config/bincounter/aws.toml")
 CONFIG_ENV = "BINCOUNTER_AWS_CONFIG"
@@ -59,10 +60,6 @@ EXAMPLES = {
     "prefix": "bincounter",
 }
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
-
-
-class LaunchConfigError(UserError):
-    """A launch setting (region, role, bucket, image) is missing or malformed."""
 
 
 @dataclass(frozen=True)
@@ -135,18 +132,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise LaunchConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                raise LaunchConfigError(
-                    f"{path}: TOML config files need Python >= 3.11; use a .json file instead"
-                ) from None
-            data = tomllib.loads(text)
-    except LaunchConfigError:
-        raise
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError
         raise LaunchConfigError(f"config file {path} is not valid: {exc}") from None
     if not isinstance(data, dict):

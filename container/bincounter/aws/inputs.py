@@ -3,8 +3,8 @@
 ``NAME=VALUE`` items (``--hp``, ``--env``, ``--range``), hyperparameter files (``tune``'s
 output, read back by ``train``) and hyperparameter values, which are validated with the
 container's own ``parse_hyperparameters``: a typo fails here in a second, with the parameter's
-name, instead of in a paid job minutes later. ``LaunchError`` is the error every launch step
-raises for such a mistake. Pure: no SDK, no AWS call.
+name, instead of in a paid job minutes later. ``bincounter.errors.LaunchError`` is the error
+every launch step raises for such a mistake. Pure: no SDK, no AWS call.
 """
 
 from __future__ import annotations
@@ -14,16 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import LaunchError
 from ..training.hyperparameters import own_hyperparameters, parse_hyperparameters
 
 #: How channels reach the container. Pipe streams tar shards into one FIFO per pass, read by
 #: one process per host (``bincounter.training.streaming``); File and FastFile suit any layout.
 INPUT_MODES = ("File", "FastFile", "Pipe")
-
-
-class LaunchError(UserError):
-    """A launch request is inconsistent (spot without wait time, bad range, ...)."""
 
 
 def validate_hyperparameters(raw: Mapping[str, Any]) -> dict[str, str]:

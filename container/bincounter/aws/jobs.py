@@ -11,7 +11,7 @@ container keeps each job's checkpoints under its ``TRAINING_JOB_NAME`` inside
 
 * ``launch_training(config, channels, hyperparameters, settings)`` -> ``TrainingLaunch``
   (job name, model artifact URI), with ``ModelTrainer`` from ``sagemaker.train``.
-* ``launch_tuning(config, channels, ranges, static, settings, ...)`` -> ``TuningLaunch``, with
+* ``launch_tuning(config, channels, ranges, static, settings, tuning)`` -> ``TuningLaunch``, with
   ``HyperparameterTuner`` from ``sagemaker.train.tuner``; objective ``validation:accuracy``
   maximised, metric definitions from ``bincounter.training.metrics`` (the regexes the
   container's log lines were written for).
@@ -32,17 +32,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import HyperparameterError
+from ..errors import HyperparameterError, LaunchError
 from ..training.hyperparameters import own_hyperparameters
 from ..training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 from .config import AwsConfig
-from .inputs import INPUT_MODES, LaunchError, validate_hyperparameters
+from .inputs import INPUT_MODES, validate_hyperparameters
 from .ranges import RangeSpec, validate_ranges
 
 log = logging.getLogger(__name__)
 
 TUNING_NAME_MAX = 32
 DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
+STRATEGIES = ("Bayesian", "Random", "Hyperband", "Grid")
 JOB_NAME_MAX = 63
 
 
@@ -95,6 +96,24 @@ class JobSettings:
             )
         if len(self.base_job_name) > JOB_NAME_MAX - 15:
             raise LaunchError(f"base job name {self.base_job_name!r} is too long (max 48)")
+
+
+@dataclass
+class TuningSettings:
+    """How a tuning job searches: how many jobs, how many at once, which strategy."""
+
+    max_jobs: int = 12
+    max_parallel_jobs: int = 3
+    early_stopping: bool = False
+    strategy: str = "Bayesian"
+
+    def check(self) -> None:
+        if self.max_jobs < 1 or self.max_parallel_jobs < 1:
+            raise LaunchError("max jobs and max parallel jobs must be >= 1")
+        if self.max_parallel_jobs > self.max_jobs:
+            raise LaunchError(
+                f"max parallel jobs ({self.max_parallel_jobs}) > max jobs ({self.max_jobs})"
+            )
 
 
 def timestamped(base: str, max_length: int = JOB_NAME_MAX) -> str:
@@ -212,6 +231,8 @@ def _metric_definitions() -> list[Any]:
 
 @dataclass(frozen=True)
 class TrainingLaunch:
+    """A started training job; ``model_artifact`` is the S3 URI its ``model.tar.gz`` gets."""
+
     job_name: str
     model_artifact: str
     status: str
@@ -271,11 +292,8 @@ def launch_tuning(
     ranges: Mapping[str, RangeSpec],
     static_hyperparameters: Mapping[str, Any] | None = None,
     settings: JobSettings | None = None,
+    tuning: TuningSettings | None = None,
     *,
-    max_jobs: int = 12,
-    max_parallel_jobs: int = 3,
-    early_stopping: bool = False,
-    strategy: str = "Bayesian",
     job_name: str | None = None,
     wait: bool = True,
 ) -> TuningLaunch:
@@ -287,11 +305,9 @@ def launch_tuning(
     from sagemaker.train.tuner import HyperparameterTuner
 
     settings = settings or JobSettings()
+    tuning = tuning or TuningSettings()
     _check_channels(channels)
-    if max_jobs < 1 or max_parallel_jobs < 1:
-        raise LaunchError("max jobs and max parallel jobs must be >= 1")
-    if max_parallel_jobs > max_jobs:
-        raise LaunchError(f"max parallel jobs ({max_parallel_jobs}) > max jobs ({max_jobs})")
+    tuning.check()
     static = validate_hyperparameters(static_hyperparameters or {})
     validate_ranges(ranges, static)
     name = job_name or timestamped(settings.base_job_name[:17], TUNING_NAME_MAX)
@@ -304,10 +320,10 @@ def launch_tuning(
         objective_type="Maximize",
         hyperparameter_ranges={n: _sdk_range(r) for n, r in ranges.items()},
         metric_definitions=[dict(m) for m in METRIC_DEFINITIONS],
-        strategy=strategy,
-        max_jobs=max_jobs,
-        max_parallel_jobs=max_parallel_jobs,
-        early_stopping_type="Auto" if early_stopping else "Off",
+        strategy=tuning.strategy,
+        max_jobs=tuning.max_jobs,
+        max_parallel_jobs=tuning.max_parallel_jobs,
+        early_stopping_type="Auto" if tuning.early_stopping else "Off",
     )
     tuner.tune(inputs=_input_data(channels, settings.distribution), job_name=name, wait=wait)
     job = tuner.latest_tuning_job
@@ -384,28 +400,15 @@ def best_hyperparameters(
     return best_from_descriptions(tuning, best_job)
 
 
-def wait_for_tuning(config: AwsConfig, name: str, poll: float = 60, client: Any = None) -> str:
-    """Poll until the tuning job ends; returns its final status."""
-    client = client or config.boto_session().client("sagemaker")
-    while True:
-        status = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
-            "HyperParameterTuningJobStatus"
-        ]
-        if status in ("Completed", "Failed", "Stopped"):
-            return status
-        log.info("tuning job %s: %s", name, status)
-        time.sleep(poll)
-
-
 __all__ = [
     "JobSettings",
     "TrainingLaunch",
     "TuningLaunch",
+    "TuningSettings",
     "best_from_descriptions",
     "best_hyperparameters",
     "build_trainer",
     "launch_training",
     "launch_tuning",
     "timestamped",
-    "wait_for_tuning",
 ]

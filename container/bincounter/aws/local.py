@@ -39,15 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from .hosting import VARIANT
+from ..errors import LocalModeError
+from .endpoints import VARIANT
 from .inputs import validate_hyperparameters
 
 log = logging.getLogger(__name__)
 
-
-class LocalModeError(UserError):
-    """Local mode cannot run: docker or compose missing, or the local job failed."""
+#: ``local_deploy``'s endpoint name and port unless told otherwise (``bincounter-aws deploy
+#: --local`` takes its defaults here).
+LOCAL_ENDPOINT = "bincounter-local"
+LOCAL_PORT = 8080
 
 
 def docker_problem() -> str | None:
@@ -85,6 +86,9 @@ def _require_docker() -> None:
 
 @dataclass(frozen=True)
 class LocalTraining:
+    """A finished local-mode run: its artefact is a file on this machine, inside the run's
+    ``container_root`` (the SDK assembles ``model.tar.gz`` there), not an S3 URI."""
+
     job_name: str
     model_artifact: Path
     container_root: Path
@@ -187,8 +191,8 @@ def local_deploy(
     image: str,
     model_data: str | Path,
     *,
-    name: str = "bincounter-local",
-    port: int = 8080,
+    name: str = LOCAL_ENDPOINT,
+    port: int = LOCAL_PORT,
     environment: Mapping[str, str] | None = None,
     instance_type: str = "local",
     region: str = "us-east-1",

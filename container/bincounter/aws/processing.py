@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import LaunchError
 from .config import AwsConfig, parse_s3_uri
-from .inputs import LaunchError
 
 log = logging.getLogger(__name__)
 

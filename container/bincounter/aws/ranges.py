@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import HyperparameterError
+from ..errors import HyperparameterError, LaunchError
 from ..training.hyperparameters import HyperParameters, parse_hyperparameters
-from .inputs import LaunchError
 
 #: The capstone's search space; ``--range`` overrides or extends it.
 DEFAULT_RANGES: dict[str, str] = {

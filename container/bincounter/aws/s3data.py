@@ -67,6 +67,17 @@ def _files_to_upload(out_dir: Path) -> list[tuple[str, Path, str]]:
     return files
 
 
+def _existing_sizes(client: Any, bucket: str, prefix: str) -> dict[str, int]:
+    """Key -> size of every object already under the prefix (one listing, not a HEAD per file)."""
+    existing: dict[str, int] = {}
+    paginator = client.get_paginator("list_objects_v2")
+    list_prefix = f"{prefix}/" if prefix else ""
+    for page in paginator.paginate(Bucket=bucket, Prefix=list_prefix):
+        for obj in page.get("Contents", []):
+            existing[obj["Key"]] = obj["Size"]
+    return existing
+
+
 def upload_prepared(
     out_dir: str | Path,
     base_uri: str,
@@ -96,12 +107,7 @@ def upload_prepared(
         )
     files = _files_to_upload(out)
 
-    existing: dict[str, int] = {}
-    paginator = client.get_paginator("list_objects_v2")
-    list_prefix = f"{prefix}/" if prefix else ""
-    for page in paginator.paginate(Bucket=bucket, Prefix=list_prefix):
-        for obj in page.get("Contents", []):
-            existing[obj["Key"]] = obj["Size"]
+    existing = _existing_sizes(client, bucket, prefix)
 
     transfer = TransferConfig(
         multipart_threshold=multipart_threshold,

@@ -1,4 +1,4 @@
-"""Real-time endpoints, batch transform and invocation for a trained ``model.tar.gz``.
+"""Real-time endpoints for a trained ``model.tar.gz``: create, autoscale, delete.
 
 * ``deploy(config, model_data, DeploySettings(...))`` creates a Model, an EndpointConfig and an
   Endpoint, all with the same name, through ``sagemaker.core.resources`` (SDK v3), with optional
@@ -6,42 +6,42 @@
   per instance, and the container start-up health-check timeout.
 * ``delete(config, name)`` removes the endpoint, its config and its model(s), and the
   autoscaling target if one was registered: an endpoint bills per hour until deleted.
-* ``invoke_endpoint`` / ``invoke_local`` send photos and return the parsed answers.
-* ``transform(config, ...)`` runs batch transform over an S3 prefix of photos.
+* ``create_model`` is the Model alone, which batch transform (``transform.py``) uses too.
 
-The serving container answers ``POST /invocations`` with ``image/jpeg`` or ``image/png`` bodies
-(the same image runs ``serve``); responses are returned as parsed JSON when they are JSON.
+Sending photos to an endpoint is ``invoke.py``; batch transform is ``transform.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import mimetypes
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .. import IMAGE_SUFFIXES
+from ..errors import LaunchError
 from .config import AwsConfig
-from .inputs import LaunchError
 from .jobs import timestamped
 
 log = logging.getLogger(__name__)
+
 
 VARIANT = "AllTraffic"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
 
 @dataclass
-class DeploySettings:
-    """Endpoint shape. Autoscaling is on when ``max_instances`` > ``instance_count``."""
+class ModelHosts:
+    """The instances that run a model's serving container, for an endpoint or a transform
+    job alike (CPU instances: the serving container answers one photo at a time)."""
 
     instance_type: str = "ml.m5.xlarge"
     instance_count: int = 1
+
+
+@dataclass
+class DeploySettings(ModelHosts):
+    """Endpoint shape. Autoscaling is on when ``max_instances`` > ``instance_count``."""
+
     name: str | None = None
     startup_health_check_timeout: int = 600
     model_download_timeout: int | None = None
@@ -80,7 +80,8 @@ class Deployment:
     autoscaling: bool
 
 
-def _resources_kwargs(config: AwsConfig) -> dict[str, Any]:
+def resource_kwargs(config: AwsConfig) -> dict[str, Any]:
+    """The session and region every ``sagemaker.core.resources`` call of this config takes."""
     return {"session": config.boto_session(), "region": config.require_region()}
 
 
@@ -101,7 +102,7 @@ def create_model(
             environment=dict(environment or {}),
         ),
         execution_role_arn=config.require_role(),
-        **_resources_kwargs(config),
+        **resource_kwargs(config),
     )
     return name
 
@@ -146,9 +147,9 @@ def deploy(
     config_kwargs: dict[str, Any] = {"production_variants": [variant]}
     if capture is not None:
         config_kwargs["data_capture_config"] = capture
-    EndpointConfig.create(endpoint_config_name=name, **config_kwargs, **_resources_kwargs(config))
+    EndpointConfig.create(endpoint_config_name=name, **config_kwargs, **resource_kwargs(config))
     endpoint = Endpoint.create(
-        endpoint_name=name, endpoint_config_name=name, **_resources_kwargs(config)
+        endpoint_name=name, endpoint_config_name=name, **resource_kwargs(config)
     )
     status = str(endpoint.endpoint_status)
     if wait:
@@ -243,160 +244,3 @@ def delete(config: AwsConfig, name: str, *, keep_model: bool = False) -> list[st
     if not removed:
         raise LaunchError(f"nothing named {name!r} found: no endpoint, endpoint config or model")
     return removed
-
-
-# --------------------------------------------------------------------------- invoke
-
-
-def collect_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their photos (sorted, recursively)."""
-    out: list[Path] = []
-    for item in paths:
-        path = Path(item)
-        if path.is_dir():
-            out += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        elif path.is_file():
-            out.append(path)
-        else:
-            raise LaunchError(f"{path} is neither a file nor a folder")
-    if not out:
-        raise LaunchError("no photos (.jpg, .jpeg, .png) to send")
-    return out
-
-
-def content_type_of(path: Path) -> str:
-    guessed = mimetypes.guess_type(path.name)[0]
-    return guessed if guessed in ("image/jpeg", "image/png") else "image/jpeg"
-
-
-def _decode_answer(body: bytes, content_type: str | None) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")
-
-
-def invoke_endpoint(
-    config: AwsConfig, endpoint: str, paths: Iterable[str | Path], client: Any = None
-) -> list[tuple[Path, Any]]:
-    """Send each photo to a SageMaker endpoint; (path, answer) pairs in order."""
-    from botocore.exceptions import ClientError
-
-    client = client or config.boto_session().client("sagemaker-runtime")
-    answers = []
-    for path in collect_images(paths):
-        try:
-            response = client.invoke_endpoint(
-                EndpointName=endpoint,
-                ContentType=content_type_of(path),
-                Accept="application/json",
-                Body=path.read_bytes(),
-            )
-        except ClientError as exc:
-            answers.append((path, {"error": str(exc)}))
-            continue
-        answers.append((path, _decode_answer(response["Body"].read(), response.get("ContentType"))))
-    return answers
-
-
-def invoke_local(
-    url: str, paths: Iterable[str | Path], timeout: float = 60
-) -> list[tuple[Path, Any]]:
-    """Send each photo to a serving container's ``<url>/invocations`` (e.g. ``./serve``)."""
-    base = url.rstrip("/")
-    target = base if base.endswith("/invocations") else base + "/invocations"
-    answers = []
-    for path in collect_images(paths):
-        request = urllib.request.Request(
-            target,
-            data=path.read_bytes(),
-            method="POST",
-            headers={"Content-Type": content_type_of(path), "Accept": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                answer = _decode_answer(response.read(), response.headers.get("Content-Type"))
-        except urllib.error.HTTPError as exc:
-            answer = {"error": f"HTTP {exc.code}", "body": _decode_answer(exc.read(), None)}
-        except urllib.error.URLError as exc:
-            raise LaunchError(f"cannot reach {target}: {exc.reason}") from None
-        answers.append((path, answer))
-    return answers
-
-
-# --------------------------------------------------------------------------- transform
-
-
-@dataclass(frozen=True)
-class TransformLaunch:
-    job_name: str
-    model_name: str
-    output_uri: str
-    status: str
-
-
-def transform(
-    config: AwsConfig,
-    input_uri: str,
-    *,
-    model_name: str | None = None,
-    model_data: str | None = None,
-    output_uri: str | None = None,
-    instance_type: str = "ml.m5.xlarge",
-    instance_count: int = 1,
-    max_concurrent: int | None = None,
-    max_payload_mb: int = 6,
-    job_name: str | None = None,
-    environment: Mapping[str, str] | None = None,
-    wait: bool = True,
-) -> TransformLaunch:
-    """Batch transform over every photo under ``input_uri``; one JSON answer per photo lands
-    in ``output_uri`` as ``<photo name>.out``. Uses an existing model, or creates one from
-    ``model_data`` (named like the job)."""
-    from sagemaker.core import shapes
-    from sagemaker.core.resources import TransformJob
-
-    if not input_uri.startswith("s3://"):
-        raise LaunchError(f"transform input {input_uri!r} must be an s3:// prefix of photos")
-    if bool(model_name) == bool(model_data):
-        raise LaunchError("give exactly one of a model name or model data (s3://.../model.tar.gz)")
-    name = job_name or timestamped("bincounter-transform")
-    if model_data:
-        model_name = create_model(config, model_data, name, environment)
-    output = output_uri or config.s3_uri("transform", name)
-    kwargs: dict[str, Any] = {}
-    if max_concurrent:
-        kwargs["max_concurrent_transforms"] = max_concurrent
-    job = TransformJob.create(
-        transform_job_name=name,
-        model_name=model_name,
-        max_payload_in_mb=max_payload_mb,
-        batch_strategy="SingleRecord",
-        transform_input=shapes.TransformInput(
-            data_source=shapes.TransformDataSource(
-                s3_data_source=shapes.TransformS3DataSource(
-                    s3_data_type="S3Prefix", s3_uri=input_uri
-                )
-            ),
-            content_type="image/jpeg",
-            split_type="None",
-        ),
-        transform_output=shapes.TransformOutput(
-            s3_output_path=output, accept="application/json", assemble_with="None"
-        ),
-        transform_resources=shapes.TransformResources(
-            instance_type=instance_type, instance_count=instance_count
-        ),
-        environment=dict(environment or {}) or None,
-        **kwargs,
-        **_resources_kwargs(config),
-    )
-    status = str(job.transform_job_status)
-    if wait:
-        job.wait()
-        status = str(job.transform_job_status)
-        if status == "Failed":
-            raise LaunchError(f"transform job {name} failed: {job.failure_reason}")
-    return TransformLaunch(name, str(model_name), output, status)

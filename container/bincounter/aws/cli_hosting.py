@@ -1,0 +1,174 @@
+"""``bincounter-aws`` hosting commands: deploy (cloud or local), delete, invoke, transform."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from ..errors import UserError
+from .cli_shared import SettingFlag, add_flags, config_from_args, local_image, settings_from_args
+from .endpoints import DeploySettings
+from .inputs import parse_assignments
+from .local import LOCAL_ENDPOINT, LOCAL_PORT
+from .transform import TransformSettings
+
+WAIT = SettingFlag("--wait", None, {"action": argparse.BooleanOptionalAction, "default": True})
+
+DEPLOY_FLAGS = (
+    SettingFlag(
+        "--model-data",
+        None,
+        {"required": True, "help": "s3://.../model.tar.gz (local: a path)"},
+    ),
+    SettingFlag("--name", "name", {"help": "endpoint/config/model name (default timestamped)"}),
+    SettingFlag("--instance-type", "instance_type"),
+    SettingFlag("--instance-count", "instance_count", {"type": int}),
+    SettingFlag(
+        "--startup-timeout",
+        "startup_health_check_timeout",
+        {"type": int, "help": "health-check timeout s"},
+    ),
+    SettingFlag(
+        "--data-capture",
+        "data_capture_uri",
+        {"metavar": "S3_URI", "help": "capture requests/responses here"},
+    ),
+    SettingFlag("--capture-percent", "data_capture_percent", {"type": int}),
+    SettingFlag(
+        "--max-instances", "max_instances", {"type": int, "help": "autoscale up to N instances"}
+    ),
+    SettingFlag(
+        "--target-invocations",
+        "target_invocations_per_instance",
+        {"type": float, "help": "per instance/min"},
+    ),
+    SettingFlag(
+        "--env",
+        "environment",
+        {"action": "append", "metavar": "KEY=VALUE", "help": "serving environment"},
+        parse_assignments,
+    ),
+    WAIT,
+    SettingFlag(
+        "--local", None, {"action": "store_true", "help": "serve locally with SDK local mode"}
+    ),
+    SettingFlag("--port", None, {"type": int, "default": LOCAL_PORT, "help": "local mode port"}),
+)
+
+TRANSFORM_FLAGS = (
+    SettingFlag("--input", None, {"required": True, "help": "s3:// prefix of photos"}),
+    SettingFlag("--model-name", None, {"help": "existing SageMaker model (e.g. from deploy)"}),
+    SettingFlag("--model-data", None, {"help": "or s3://.../model.tar.gz to create one"}),
+    SettingFlag("--output", None, {"help": "S3 prefix for answers (default .../transform/<job>)"}),
+    SettingFlag("--instance-type", "instance_type"),
+    SettingFlag("--instance-count", "instance_count", {"type": int}),
+    SettingFlag("--job-name"),
+    SettingFlag(
+        "--env", "environment", {"action": "append", "metavar": "KEY=VALUE"}, parse_assignments
+    ),
+    WAIT,
+)
+
+
+def _serve_locally(args: argparse.Namespace, settings: DeploySettings) -> int:
+    """Serve until Ctrl-C, then remove the local endpoint."""
+    from .local import local_deploy
+
+    config = config_from_args(args)
+    endpoint = local_deploy(
+        local_image(args, config),
+        args.model_data,
+        name=args.name or LOCAL_ENDPOINT,
+        port=args.port,
+        environment=settings.environment,
+    )
+    print(f"local endpoint {endpoint.name} serving at {endpoint.url} (Ctrl-C stops it)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        endpoint.delete()
+        print("stopped")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    settings = settings_from_args(DeploySettings, args, DEPLOY_FLAGS)
+    if args.local:
+        return _serve_locally(args, settings)
+
+    from .endpoints import deploy
+
+    deployment = deploy(config_from_args(args), args.model_data, settings, wait=args.wait)
+    print(f"endpoint: {deployment.endpoint_name} ({deployment.status})")
+    if deployment.autoscaling:
+        print(f"autoscaling: {args.instance_count}..{args.max_instances} instances")
+    print(f"delete with: bincounter-aws delete --name {deployment.endpoint_name}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from .endpoints import delete
+
+    for item in delete(config_from_args(args), args.name, keep_model=args.keep_model):
+        print(f"deleted {item}")
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from .invoke import invoke_endpoint, invoke_local
+
+    if args.local:
+        answers = invoke_local(args.local, args.paths)
+    else:
+        if not args.endpoint:
+            raise UserError("give --endpoint NAME (or --local URL for a local server)")
+        answers = invoke_endpoint(config_from_args(args), args.endpoint, args.paths)
+    failures = 0
+    for path, answer in answers:
+        print(f"{path}\t{json.dumps(answer) if not isinstance(answer, str) else answer}")
+        failures += isinstance(answer, dict) and "error" in answer
+    return 1 if failures else 0
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    from .transform import transform
+
+    config = config_from_args(args)
+    launch = transform(
+        config,
+        args.input,
+        settings_from_args(TransformSettings, args, TRANSFORM_FLAGS),
+        model_name=args.model_name,
+        model_data=args.model_data,
+        output_uri=args.output,
+        job_name=args.job_name,
+        wait=args.wait,
+    )
+    print(f"transform job: {launch.job_name} ({launch.status}) model {launch.model_name}")
+    print(f"output: {launch.output_uri}")
+    return 0
+
+
+def add_parsers(sub: Any, config: argparse.ArgumentParser) -> None:
+    """The hosting group's subcommands, each with the configuration flags of ``config``."""
+    p = sub.add_parser("deploy", parents=[config], help="real-time endpoint")
+    add_flags(p, DeploySettings, DEPLOY_FLAGS)
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("delete", parents=[config], help="delete endpoint, config and model")
+    p.add_argument("--name", required=True)
+    p.add_argument("--keep-model", action="store_true")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("invoke", parents=[config], help="send photos to an endpoint")
+    p.add_argument("paths", nargs="+", help="photos or folders of photos")
+    p.add_argument("--endpoint", help="SageMaker endpoint name")
+    p.add_argument("--local", metavar="URL", help="local server, e.g. http://localhost:8080")
+    p.set_defaults(func=cmd_invoke)
+
+    p = sub.add_parser("transform", parents=[config], help="batch transform over S3 photos")
+    add_flags(p, TransformSettings, TRANSFORM_FLAGS)
+    p.set_defaults(func=cmd_transform)
