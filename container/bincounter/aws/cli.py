@@ -530,6 +530,12 @@ def cmd_transform(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolving_package(func):  # issue 23
+    from .pipeline_cli import resolving_model_package
+
+    return resolving_model_package(func, _config)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -643,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("deploy", parents=[config], help="real-time endpoint")
-    p.add_argument("--model-data", required=True, help="s3://.../model.tar.gz (local: a path)")
+    p.add_argument("--model-data", help="s3://.../model.tar.gz (local: a path)")
     p.add_argument("--name", help="endpoint/config/model name (default timestamped)")
     p.add_argument("--instance-type", default="ml.m5.xlarge")
     p.add_argument("--instance-count", type=int, default=1)
@@ -680,6 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", metavar="KEY=VALUE")
     p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True)
     p.set_defaults(func=cmd_transform)
+    # --- issue 23: pipeline and registry command groups, --model-package (re-apply as one block)
+    from .pipeline_cli import add_commands, model_package_flag
+
+    add_commands(sub, config, _config)
+    model_package_flag(sub.choices["deploy"], sub.choices["transform"])
+    # --- end issue 23
     return parser
 
 
@@ -687,6 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 AWS/runtime error, 2 user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.func = _resolving_package(args.func)  # issue 23: --model-package -> --model-data
     logs.configure(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     try:
         return int(args.func(args) or 0)

@@ -21,7 +21,6 @@ the test channel under ``/opt/ml/processing/input/test``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
