@@ -214,6 +214,11 @@ def set_approval(
     check_approval(status)
     client = client or config.boto_session().client("sagemaker")
     request: dict[str, Any] = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
+    # The metrics are sent back unchanged: moto 5.2.5 clears metadata an update leaves out
+    # (AWS keeps it), and the gate's baseline is read from them.
+    metrics = _summary(client.describe_model_package(ModelPackageName=arn)).metrics
+    if metrics:
+        request["CustomerMetadataProperties"] = metrics
     if description:
         request["ApprovalDescription"] = description
     client.update_model_package(**request)
