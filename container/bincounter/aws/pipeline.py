@@ -406,14 +406,10 @@ def _register_step(step_class, settings, config, p, evaluate, evaluation, model_
         else:
             value = JsonGet(s3_uri=Join(on="/", values=[out, name]), json_path=path)
         metadata[key] = Join(on="", values=[value])
-    request = package_request(
-        group=settings.group,
-        image=config.require_image(),
-        model_data=model_data,
-        evaluation_uri=Join(on="/", values=[out, EVALUATION_FILE]),
-        metadata=metadata,
-        approval=p["ModelApprovalStatus"],
-    )
+    container = {"Image": config.require_image(), "ModelDataUrl": model_data}
+    evaluation_uri = Join(on="/", values=[out, EVALUATION_FILE])
+    approval = p["ModelApprovalStatus"]
+    request = package_request(settings.group, container, evaluation_uri, metadata, approval)
     return step_class("register", StepTypeEnum.REGISTER_MODEL, request)
 
 

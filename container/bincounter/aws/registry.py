@@ -79,21 +79,19 @@ def json_path(document: Mapping[str, Any], path: str) -> Any:
 
 
 def package_request(
-    *,
     group: Any,
-    image: Any,
-    model_data: Any,
+    container: dict[str, Any],
     evaluation_uri: Any,
     metadata: Mapping[str, Any],
-    approval: Any = "PendingManualApproval",
-    description: str = "bincounter: count items (1-5) in a bin photo",
+    approval: Any,
 ) -> dict[str, Any]:
-    """The CreateModelPackage request. Arguments may be pipeline variables."""
+    """The CreateModelPackage request; ``container`` is ``{"Image", "ModelDataUrl"}``.
+    Arguments may be pipeline variables."""
     return {
         "ModelPackageGroupName": group,
-        "ModelPackageDescription": description,
+        "ModelPackageDescription": "bincounter: count items (1-5) in a bin photo",
         "InferenceSpecification": {
-            "Containers": [{"Image": image, "ModelDataUrl": model_data}],
+            "Containers": [container],
             "SupportedContentTypes": list(CONTENT_TYPES),
             "SupportedResponseMIMETypes": list(RESPONSE_TYPES),
         },
@@ -154,14 +152,9 @@ def register_from_evaluation(
     files = {name: _read_json(s3, f"{base}/{name}") for name in (EVALUATION_FILE, CARD_COPY)}
     client = session.client("sagemaker")
     ensure_group(client, group)
-    request = package_request(
-        group=group,
-        image=config.require_image(),
-        model_data=model_data,
-        evaluation_uri=f"{base}/{EVALUATION_FILE}",
-        metadata=metadata_from_files(files),
-        approval=approval,
-    )
+    container = {"Image": config.require_image(), "ModelDataUrl": model_data}
+    metadata = metadata_from_files(files)
+    request = package_request(group, container, f"{base}/{EVALUATION_FILE}", metadata, approval)
     return client.create_model_package(**request)["ModelPackageArn"]
 
 
