@@ -131,7 +131,7 @@ def _write(
 def _read(path: Path) -> tuple[list[str], list[str]]:
     got = list(shards.read_shard(path))
     return (
-        [x.key for x in got if isinstance(x, shards.Sample)],
+        [x.key for x in got if isinstance(x, shards.ShardSample)],
         [x.reason for x in got if isinstance(x, shards.Problem)],
     )
 
