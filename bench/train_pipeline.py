@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bincounter.model import build_model  # noqa: E402
 from bincounter.shards import ShardWriter  # noqa: E402
-from bincounter.training.channels import ChannelInput, index_shards  # noqa: E402
+from bincounter.training.channels import ChannelInput, index_shards, make_reader  # noqa: E402
 from bincounter.training.data import CountDataset, Sample, auto_workers, make_loader  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
 from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
@@ -96,7 +96,7 @@ def shard_pipeline(
     """The full pipeline, reading the photos from tar shards as ``train`` does."""
     _, step, ctx = _setup(hp)
     channel = index_shards(ChannelInput("train", folder), hp.image_size, 0.0, workers=1)
-    loader, stream = channel.reader(hp, ctx, auto_workers(hp, 1), train=True)
+    loader, stream = make_reader(channel, hp, ctx, auto_workers(hp, 1), train=True)
     stream.set_epoch(0)
     return _timed(iter(loader), step, ctx, hp.batch_size, steps, warmup, model)
 

@@ -191,7 +191,7 @@ def test_concatenated_shards_read_as_one_stream_like_pipe_mode(tmp_path: Path):
     infos = _write(tmp_path, 25, max_bytes=8 * 1024)
     stream = io.BytesIO(b"".join((tmp_path / s.name).read_bytes() for s in infos))
     got = list(shards.read_samples(stream, "train_0", stream=True))
-    assert Counter(type(x).__name__ for x in got) == {"Sample": 25}
+    assert Counter(type(x).__name__ for x in got) == {"ShardSample": 25}
 
 
 def test_split_key_follows_webdataset():

@@ -19,6 +19,7 @@ from bincounter.training.channels import (
     PipeStream,
     index_pipe,
     load_channel,
+    make_reader,
     open_pipe,
 )
 from bincounter.training.distributed import DistContext
@@ -164,7 +165,7 @@ def test_evaluation_takes_a_pass_of_its_own_each_time(tmp_path, feeders):
     channel = index_pipe(ChannelInput("validation", root), 16, 0.0)
     hp = parse_hyperparameters({"image_size": "32", "batch_size": "4"})
     for expected_pass in (1, 2):
-        loader, stream = channel.reader(hp, DistContext(), 1, train=False)
+        loader, stream = make_reader(channel, hp, DistContext(), 1, train=False)
         assert stream.pass_number == expected_pass and stream.workers == 1
         assert sum(len(labels) for _, labels in loader) == 9
 

@@ -24,6 +24,7 @@ from bincounter.training.channels import (
     ShardStream,
     index_shards,
     load_channel,
+    make_reader,
 )
 from bincounter.training.data import discover_channel, verify_samples
 from bincounter.training.distributed import DistContext
@@ -259,7 +260,7 @@ def test_shards_hold_the_same_samples_and_evaluate_exactly_as_folders(tmp_path):
             (s.id, s.count) for s in from_shards
         )
         # one process: each epoch, both layouts train on exactly the same photos
-        _, stream = from_shards.reader(hp, ctx, 0, train=True)
+        _, stream = make_reader(from_shards, hp, ctx, 0, train=True)
         sampler = FolderSampler(len(from_folders), ctx, hp.seed)
         for epoch in range(2):
             stream.set_epoch(epoch)

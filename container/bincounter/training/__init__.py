@@ -9,6 +9,8 @@ read top to bottom like torchvision's reference ``train.py``. What the loop comp
 * ``sampler``: each rank's resumable share of an epoch's order of a folder channel;
 * ``channels``: the ``Channel`` protocol over photo folders, tar shards and Pipe streams,
   each verified once and read per rank and worker;
+* ``problems``: what a channel's verification found bad, logged and held against
+  ``max_bad_fraction`` in the same words for every layout;
 * ``recipe``: optimizer, learning-rate schedule and class weights from the hyperparameters;
 * ``precision``: bf16/fp16 autocast, gradient scaling and channels-last on every device, decided
   once from the hyperparameters and what the device reports (``precision``, ``channels_last``);

@@ -170,8 +170,8 @@ def auto_workers(hp: HyperParameters, per_host: int) -> int:
 
 
 def make_loader(
-    dataset: CountDataset,
-    sampler: Sampler[int],
+    dataset: Dataset,
+    sampler: Sampler[int] | None,
     hp: HyperParameters,
     ctx: DistContext,
     workers: int,

@@ -44,7 +44,7 @@ from ..errors import DataError
 from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
 from . import metrics, reports
-from .channels import Channel, load_channel, lockstep_batches
+from .channels import Channel, load_channel, lockstep_batches, make_reader
 from .checkpoint import CheckpointStore
 from .data import auto_workers, class_counts
 from .distributed import (
@@ -170,7 +170,7 @@ def evaluate(
     """
     model.eval()
     head = head_for_loss(hp.loss)
-    loader, _ = samples.reader(hp, ctx, workers, train=False)
+    loader, _ = make_reader(samples, hp, ctx, workers, train=False)
     k = len(CLASSES)
     loss_sum = torch.zeros(1, dtype=torch.float64)
     confusion = torch.zeros(len(RULES), k, k, dtype=torch.float64)
@@ -257,8 +257,8 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     channels = load_channels(env, hp)
     workers = auto_workers(hp, processes_per_host(env))
     loader_generator = torch.Generator()
-    loader, sampler = channels["train"].reader(
-        hp, ctx, workers, train=True, generator=loader_generator
+    loader, sampler = make_reader(
+        channels["train"], hp, ctx, workers, train=True, generator=loader_generator
     )
     steps_per_epoch = math.ceil(math.ceil(sampler.size / ctx.world_size) / hp.batch_size)
 

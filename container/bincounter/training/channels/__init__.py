@@ -6,8 +6,8 @@ ABID from a File or FastFile channel; a Pipe channel streams the same shards thr
 The folder layout's guarantees are kept: every photo verified once before the first step,
 every sample once per epoch across ranks, an exact resume. The modules, one concern each:
 
-* ``base``: the ``Channel`` and ``EpochReader`` protocols the loop uses, and
-  ``lockstep_batches``;
+* ``base``: the ``Channel`` and ``EpochReader`` protocols the loop uses, ``make_reader``
+  and ``lockstep_batches``;
 * ``folders``: photo folders (``training.data``) as a ``Channel``;
 * ``shard_index``: shard files verified into an index (``ShardChannel``);
 * ``shard_stream``: one rank's epoch of a shard channel (``ShardStream``);
@@ -15,7 +15,7 @@ every sample once per epoch across ranks, an exact resume. The modules, one conc
 * ``loading``: ``load_channel``, the one place that tells the layouts apart.
 """
 
-from .base import Channel, ChannelInput, EpochReader, lockstep_batches
+from .base import Channel, ChannelInput, EpochReader, Feed, lockstep_batches, make_reader
 from .folders import FolderChannel, load_folders
 from .loading import load_channel
 from .pipe import PipeChannel, PipeStream, index_pipe, open_pipe, pipe_path
@@ -26,6 +26,7 @@ __all__ = [
     "Channel",
     "ChannelInput",
     "EpochReader",
+    "Feed",
     "FolderChannel",
     "PipeChannel",
     "PipeStream",
@@ -36,6 +37,7 @@ __all__ = [
     "load_channel",
     "load_folders",
     "lockstep_batches",
+    "make_reader",
     "open_pipe",
     "pipe_path",
 ]

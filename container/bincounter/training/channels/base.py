@@ -3,7 +3,8 @@
 The loop never asks which layout a channel has. Photo folders (``folders.FolderChannel``),
 tar shards (``shard_index.ShardChannel``) and a Pipe stream of shards (``pipe.PipeChannel``)
 each give their verified samples (class counts, class weights and sizes work on them alike),
-a loader with its epoch control (``EpochReader``), and their photos as files for the export.
+what a loader reads with its epoch control (``Feed``, made into a loader by ``make_reader``),
+and their photos as files for the export.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ... import shards as tar_shards
+from ..data import make_loader
 from ..distributed import DistContext
 from ..hyperparameters import HyperParameters
 
@@ -54,6 +56,17 @@ class EpochReader(Protocol):
         ...
 
 
+class Feed(NamedTuple):
+    """What a channel gives the loader for one rank: the dataset, its epoch control, the
+    sampler (``None`` where the dataset is iterable and orders itself) and the loader
+    workers it can use."""
+
+    dataset: Dataset
+    reader: EpochReader
+    sampler: Sampler[int] | None
+    workers: int
+
+
 class Channel(Protocol):
     """One verified training channel, whatever its layout."""
 
@@ -63,17 +76,9 @@ class Channel(Protocol):
 
     def __iter__(self) -> Iterator[Sample]: ...
 
-    def reader(
-        self,
-        hp: HyperParameters,
-        ctx: DistContext,
-        workers: int,
-        *,
-        train: bool,
-        generator: torch.Generator | None = None,
-    ) -> tuple[DataLoader, EpochReader]:
-        """The loader for this rank and its epoch control. Collective under
-        ``ShardedByS3Key``: call it on every rank."""
+    def feed(self, hp: HyperParameters, ctx: DistContext, workers: int, train: bool) -> Feed:
+        """What this rank's loader reads. Collective under ``ShardedByS3Key``: call it on
+        every rank."""
         ...
 
     def photo_files(self, folder: Path) -> list[Sample]:
@@ -81,6 +86,21 @@ class Channel(Protocol):
         validation and test photos so), written into ``folder`` when they are not files yet;
         ``DataError`` where they cannot be had."""
         ...
+
+
+def make_reader(
+    channel: Channel,
+    hp: HyperParameters,
+    ctx: DistContext,
+    workers: int,
+    *,
+    train: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[DataLoader, EpochReader]:
+    """The loader for one channel and its epoch control (``set_epoch``, ``len``), whatever
+    the layout. Collective under ``ShardedByS3Key``: call it on every rank."""
+    feed = channel.feed(hp, ctx, workers, train)
+    return make_loader(feed.dataset, feed.sampler, hp, ctx, feed.workers, generator), feed.reader
 
 
 def lockstep_batches(reader: EpochReader, ctx: DistContext) -> int:

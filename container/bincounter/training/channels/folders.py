@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-
-from ..data import CountDataset, Sample, discover_channel, make_loader, verify_samples
+from ..data import CountDataset, Sample, discover_channel, verify_samples
 from ..distributed import DistContext
 from ..hyperparameters import HyperParameters
 from ..sampler import FolderSampler
+from .base import Feed
 
 
 class FolderChannel(list[Sample]):
@@ -21,18 +19,11 @@ class FolderChannel(list[Sample]):
         super().__init__(samples)
         self.name = name
 
-    def reader(
-        self,
-        hp: HyperParameters,
-        ctx: DistContext,
-        workers: int,
-        *,
-        train: bool,
-        generator: torch.Generator | None = None,
-    ) -> tuple[DataLoader, FolderSampler]:
+    def feed(self, hp: HyperParameters, ctx: DistContext, workers: int, train: bool) -> Feed:
+        """``CountDataset`` in ``FolderSampler``'s order."""
         sampler = FolderSampler(len(self), ctx, hp.seed, shuffle=train, batch_size=hp.batch_size)
         dataset = CountDataset(self, hp.image_size, hp.augment if train else "none")
-        return make_loader(dataset, sampler, hp, ctx, workers, generator), sampler
+        return Feed(dataset, sampler, sampler, workers)
 
     def photo_files(self, folder: Path) -> list[Sample]:
         """Its photos already are files: ``folder`` is not used."""

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from ... import CLASSES, IMAGE_SUFFIXES
 from ... import shards as tar_shards
@@ -27,7 +26,7 @@ from ..data import Sample
 from ..distributed import DistContext, all_reduce_sum
 from ..hyperparameters import HyperParameters
 from ..problems import judge_problems
-from .base import ChannelInput
+from .base import ChannelInput, Feed
 from .shard_stream import ShardStream
 
 log = logging.getLogger(__name__)
@@ -87,37 +86,21 @@ class ShardChannel(list[Sample]):
         """This rank's stream of the channel for one epoch (``ShardStream``'s options)."""
         return ShardStream(self, **options)
 
-    def reader(
-        self,
-        hp: HyperParameters,
-        ctx: DistContext,
-        workers: int,
-        *,
-        train: bool,
-        generator: torch.Generator | None = None,
-    ) -> tuple[DataLoader, ShardStream]:
-        """A loader over this rank's ``ShardStream``, which is also its epoch control."""
+    def feed(self, hp: HyperParameters, ctx: DistContext, workers: int, train: bool) -> Feed:
+        """This rank's ``ShardStream``, which orders itself and is its own epoch control."""
         stream = self.stream(
             image_size=hp.image_size,
+            seed=hp.seed,
+            augment=hp.augment,
+            batch_size=hp.batch_size,
+            train=train,
+            workers=workers,
             rank=ctx.rank,
             world=ctx.world_size,
             local_rank=ctx.local_rank,
-            seed=hp.seed,
-            train=train,
-            augment=hp.augment,
-            workers=workers,
-            batch_size=hp.batch_size,
             size=self._global_size(ctx),
         )
-        loader = DataLoader(
-            stream,
-            batch_size=hp.batch_size,
-            num_workers=stream.workers,
-            pin_memory=ctx.device.type == "cuda",
-            generator=generator,
-            prefetch_factor=4 if stream.workers else None,
-        )
-        return loader, stream
+        return Feed(stream, stream, None, stream.workers)
 
     def _global_size(self, ctx: DistContext) -> int:
         """Samples in the epoch on all hosts: each host's share counted once."""
