@@ -77,7 +77,7 @@ def score_model(model_dir: Path, test_dir: Path, workers: int = 1) -> dict[str, 
     from .distributed import DistContext
     from .hyperparameters import HyperParameters
     from .precision import model_to_device, resolve
-    from .streaming import load_channel
+    from .channels import load_channel
     from .train import evaluate
 
     model, card = load_model(model_dir)
