@@ -31,3 +31,18 @@ class ConfigError(UserError):
 
 class ModelLoadError(UserError):
     """Model artefacts (weights, card, pretrained weights) are missing or do not match."""
+
+
+class InvocationError(Exception):
+    """A request the model server refuses: the HTTP status, a stable ``error`` name, a message.
+
+    Raised by ``serving.codec`` and ``serving.app``; the app's error handler writes it as the
+    JSON error body with its status (as the inference toolkit's errors carry theirs).
+    """
+
+    def __init__(self, status: int, error: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.extra = extra
