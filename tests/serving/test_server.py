@@ -319,10 +319,12 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
     log = server.log()
     assert "WORKER TIMEOUT" not in log
     assert "batcher stopped" in log  # gunicorn's worker_exit closed the batcher thread
-    # Answered before the worker left, which it did as soon as they were (its loop turns once
-    # a second); the time to answer is the machine's (seconds on 2 idle cores), not the server's.
+    # Answered before the worker left, which it did once they were, not at the 120 s graceful
+    # timeout (seconds on 2 idle cores; processes end slowly on a loaded machine, hence 30 s).
     print(f"in flight {in_flight}, answered {answered_s:.1f} s, exited {exit_s:.1f} s")
-    assert answered_s < exit_s < answered_s + 5, f"answered {answered_s:.1f} s, exit {exit_s:.1f} s"
+    assert answered_s < exit_s < answered_s + 30, (
+        f"answered {answered_s:.1f} s, exit {exit_s:.1f} s"
+    )
 
 
 def refused(server: Server) -> bool:
