@@ -164,9 +164,10 @@ def test_push_creates_repository_pushes_and_is_pullable(
     assert result.returncode == 0, result.stdout + result.stderr
     uri = f"{registry}/{repository}:{tag}"
     assert result.stdout.strip().splitlines()[-1] == uri, "the URI must be the last line"
-    assert "creating ECR repository" in result.stderr
     assert repository in ecr_repositories(moto_endpoint)
-    assert "Login Succeeded" in result.stderr  # aws ecr get-login-password | docker login
+    # aws ecr get-login-password | docker login: the credential lands in DOCKER_CONFIG
+    auths = json.loads((tmp_path / "docker-config" / "config.json").read_text())["auths"]
+    assert registry in auths, auths
 
     with urllib.request.urlopen(f"http://{registry}/v2/{repository}/tags/list", timeout=10) as r:
         assert tag in json.load(r)["tags"]
@@ -182,7 +183,8 @@ def test_push_creates_repository_pushes_and_is_pullable(
         env, "--image", image, "--registry", registry, "--repository", repository, "--tag", tag
     )
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "exists" in again.stderr and again.stdout.strip().splitlines()[-1] == uri
+    assert again.stdout.strip().splitlines()[-1] == uri
+    assert ecr_repositories(moto_endpoint).count(repository) == 1  # found, not created twice
     docker("rmi", uri, check=False)
     REPORT["push to loopback registry"] = f"{elapsed:.0f} s (a two-layer test image)"
 
