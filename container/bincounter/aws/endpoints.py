@@ -136,14 +136,10 @@ def _capture_config(settings: DeploySettings) -> Any:
     )
 
 
-def _variant(name: str, settings: DeploySettings, serverless: ServerlessSettings | None) -> Any:
-    """The one production variant: instances, or a serverless config without any."""
+def _variant(name: str, settings: DeploySettings) -> Any:
+    """The one production variant on instances."""
     from sagemaker.core import shapes
 
-    if serverless is not None:
-        return shapes.ProductionVariant(
-            variant_name=VARIANT, model_name=name, serverless_config=serverless.variant_config()
-        )
     variant = shapes.ProductionVariant(
         variant_name=VARIANT,
         model_name=name,
@@ -200,13 +196,18 @@ def deploy(
         raise LaunchError("autoscaling is registered once the endpoint is InService: keep --wait")
     name = settings.name or timestamped("bincounter")
     create_model(config, model_data, name, environment)
-    config_kwargs: dict[str, Any] = {"production_variants": [_variant(name, settings, serverless)]}
-    capture = _capture_config(settings)
-    if capture is not None:
-        config_kwargs["data_capture_config"] = capture
-    if asynchronous is not None:
-        config_kwargs["async_inference_config"] = asynchronous.inference_config()
-    EndpointConfig.create(endpoint_config_name=name, **config_kwargs, **resource_kwargs(config))
+    if serverless is not None:  # see ServerlessSettings.variant_request for why not the SDK
+        config.boto_session().client("sagemaker").create_endpoint_config(
+            EndpointConfigName=name, ProductionVariants=[serverless.variant_request(VARIANT, name)]
+        )
+    else:
+        config_kwargs: dict[str, Any] = {"production_variants": [_variant(name, settings)]}
+        capture = _capture_config(settings)
+        if capture is not None:
+            config_kwargs["data_capture_config"] = capture
+        if asynchronous is not None:
+            config_kwargs["async_inference_config"] = asynchronous.inference_config()
+        EndpointConfig.create(endpoint_config_name=name, **config_kwargs, **resource_kwargs(config))
     endpoint = Endpoint.create(
         endpoint_name=name, endpoint_config_name=name, **resource_kwargs(config)
     )

@@ -60,12 +60,17 @@ class ServerlessSettings:
     memory_mb: int | None = None
     max_concurrency: int = 5
 
-    def variant_config(self) -> Any:
-        from sagemaker.core import shapes
-
-        return shapes.ProductionVariantServerlessConfig(
-            memory_size_in_mb=self.memory_mb, max_concurrency=self.max_concurrency
-        )
+    def variant_request(self, variant: str, model: str) -> dict[str, Any]:
+        """The production variant as the API takes it (a plain request: sagemaker-core 2.27.0
+        sends ``memory_size_in_mb`` as ``MemorySizeInMb``, which the API rejects)."""
+        return {
+            "VariantName": variant,
+            "ModelName": model,
+            "ServerlessConfig": {
+                "MemorySizeInMB": self.memory_mb,
+                "MaxConcurrency": self.max_concurrency,
+            },
+        }
 
 
 def check_serverless(settings: ServerlessSettings, deploy: Any, defaults: Any) -> None:
