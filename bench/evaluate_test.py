@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO / "container"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from bincounter.model import load_model  # noqa: E402
+from bincounter.training.channels import FolderChannel  # noqa: E402
 from bincounter.training.data import discover_channel  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
 from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
     channel = args.out / f"{split}_channel"
     if not channel.exists():
         build_channel(channel, split, None, "folders")
-    samples = discover_channel(split, channel)
+    samples = FolderChannel(split, discover_channel(split, channel))
     rule = card["decision"]
     workers = 1
     _, plain = evaluate(model, samples, hp, ctx, workers, precision)

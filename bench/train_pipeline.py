@@ -5,7 +5,7 @@ resize (no crop), augment, collate; the main process runs forward + backward + o
 Model-only = the same step on pre-made tensors already in memory. The ratio says how much the
 input pipeline costs the training job; the target is >= 0.9.
 
-``--shards`` instead compares the full pipeline reading tar shards (``training.streaming``:
+``--shards`` instead compares the full pipeline reading tar shards (``training.channels``:
 sequential reads, shuffle buffer, the same decode and augmentation) against reading one file per
 photo, on the same photos, interleaved; the target is shards >= folders.
 
@@ -31,13 +31,13 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bincounter.model import build_model  # noqa: E402
 from bincounter.shards import ShardWriter  # noqa: E402
+from bincounter.training.channels import ChannelInput, index_shards, make_reader  # noqa: E402
 from bincounter.training.data import CountDataset, Sample, auto_workers, make_loader  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
 from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
 from bincounter.training.precision import TrainStep, model_to_device, resolve, to_device  # noqa: E402
 from bincounter.training.recipe import lr_lambda, make_optimizer  # noqa: E402
-from bincounter.training.sampler import ShardSampler  # noqa: E402
-from bincounter.training.streaming import index_shards, make_reader  # noqa: E402
+from bincounter.training.sampler import FolderSampler  # noqa: E402
 
 from support import ABID, abid_labels  # noqa: E402
 
@@ -83,7 +83,7 @@ def full_pipeline(
 ) -> float:
     """``model=False``: the loader alone (what reading and decoding cost, without the step)."""
     _, step, ctx = _setup(hp)
-    sampler = ShardSampler(len(samples), ctx, hp.seed)
+    sampler = FolderSampler(len(samples), ctx, hp.seed)
     loader = make_loader(
         CountDataset(samples, hp.image_size, hp.augment), sampler, hp, ctx, auto_workers(hp, 1)
     )
@@ -95,7 +95,7 @@ def shard_pipeline(
 ) -> float:
     """The full pipeline, reading the photos from tar shards as ``train`` does."""
     _, step, ctx = _setup(hp)
-    channel = index_shards("train", folder, hp.image_size, 0.0, workers=1)
+    channel = index_shards(ChannelInput("train", folder), hp.image_size, 0.0, workers=1)
     loader, stream = make_reader(channel, hp, ctx, auto_workers(hp, 1), train=True)
     stream.set_epoch(0)
     return _timed(iter(loader), step, ctx, hp.batch_size, steps, warmup, model)

@@ -59,7 +59,8 @@ def test_quickstart_trains_serves_and_counts(tmp_path):
     for split in ("train", "validation"):
         build_channel(data, split, 6)
     result = subprocess.run(
-        [sys.executable, "-m", "bincounter.quickstart", "--out", str(tmp_path / "run")],
+        [sys.executable, "-m", "scripts.quickstart", "--out", str(tmp_path / "run")],
+        cwd=REPO,  # scripts/quickstart.sh runs it from the repository root
         env={**os.environ, "DATA": str(data)},
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ import sys
 
 from . import ARCHITECTURES, logs
 
-log = logging.getLogger("bincounter")
+log = logging.getLogger(__name__)
 
 
 def train_command(args: argparse.Namespace) -> int:

@@ -51,3 +51,18 @@ class LaunchError(UserError):
 
 class LocalModeError(UserError):
     """Local mode cannot run: docker or compose missing, or the local job failed."""
+
+
+class InvocationError(Exception):
+    """A request the model server refuses: the HTTP status, a stable ``error`` name, a message.
+
+    Raised by ``serving.codec`` and ``serving.app``; the app's error handler writes it as the
+    JSON error body with its status (as the inference toolkit's errors carry theirs).
+    """
+
+    def __init__(self, status: int, error: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.extra = extra

@@ -143,8 +143,9 @@ class ShardWriter:
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One complete sample of a shard: its key, the members by extension, where it came from."""
+class ShardSample:
+    """One complete sample of a shard as read: its key, the raw members by extension (photo,
+    label, metadata), and the shard it came from."""
 
     key: str
     members: dict[str, bytes]
@@ -215,7 +216,7 @@ def _has_end_marker(fileobj: IO[bytes], offset: int) -> bool:
 
 def read_samples(
     fileobj: IO[bytes], shard: str, *, stream: bool = False, wanted: set[str] | None = None
-) -> Iterator[Sample | Problem]:
+) -> Iterator[ShardSample | Problem]:
     """Samples of one archive in order, and a ``Problem`` for whatever cannot be read.
 
     Never raises on bad data: a truncated or corrupt archive yields the samples before the
@@ -237,7 +238,7 @@ def read_samples(
                 key, ext = split_key(member.name)
                 if key != group_key:
                     if group_key is not None:
-                        yield Sample(group_key, group, shard)
+                        yield ShardSample(group_key, group, shard)
                     group_key, group = key, {}
                 if ext in group:
                     yield Problem(shard, key, f"member {member.name} appears twice in a row")
@@ -264,7 +265,7 @@ def read_samples(
         yield Problem(shard, group_key, reason, lost_bytes=total - last_end, stream_bytes=total)
         return
     if group_key is not None:
-        yield Sample(group_key, group, shard)
+        yield ShardSample(group_key, group, shard)
     if counted is not None:
         # Concatenated archives: after a cut or corrupt object tarfile finds no aligned header
         # again and skips the rest quietly. Whatever follows the last member beyond a clean
@@ -282,15 +283,19 @@ def read_samples(
             )
 
 
-def read_shard(path: Path, *, wanted: set[str] | None = None) -> Iterator[Sample | Problem]:
-    """``read_samples`` of one shard file; a file that cannot be opened is one ``Problem``."""
+def read_shard(
+    path: Path, name: str | None = None, *, wanted: set[str] | None = None
+) -> Iterator[ShardSample | Problem]:
+    """``read_samples`` of one shard file, named ``name`` (its file name by default) in what
+    it yields; a file that cannot be opened is one ``Problem``."""
+    name = path.name if name is None else name
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below, also when the consumer stops early
     except OSError as exc:
-        yield Problem(path.name, None, f"cannot open: {exc}")
+        yield Problem(name, None, f"cannot open: {exc}")
         return
     with f:
-        yield from read_samples(f, path.name, wanted=wanted)
+        yield from read_samples(f, name, wanted=wanted)
 
 
 def shard_files(folder: Path) -> list[Path]:

@@ -166,7 +166,7 @@ def test_prepare_processing_end_to_end(
         local.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(BUCKET, f"bc/shards/{entry['path']}", str(local))
         for sample in shards.read_shard(local):
-            assert isinstance(sample, shards.Sample), sample
+            assert isinstance(sample, shards.ShardSample), sample
             assert sample.key not in seen
             seen[sample.key] = (entry["split"], sample.count())
             assert json.loads(sample.members["json"])["EXPECTED_QUANTITY"] == sample.count()

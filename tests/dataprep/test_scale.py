@@ -132,7 +132,7 @@ def _write(
 def _read(path: Path) -> tuple[list[str], list[str]]:
     got = list(shards.read_shard(path))
     return (
-        [x.key for x in got if isinstance(x, shards.Sample)],
+        [x.key for x in got if isinstance(x, shards.ShardSample)],
         [x.reason for x in got if isinstance(x, shards.Problem)],
     )
 
@@ -192,7 +192,7 @@ def test_concatenated_shards_read_as_one_stream_like_pipe_mode(tmp_path: Path):
     infos = _write(tmp_path, 25, max_bytes=8 * 1024)
     stream = io.BytesIO(b"".join((tmp_path / s.name).read_bytes() for s in infos))
     got = list(shards.read_samples(stream, "train_0", stream=True))
-    assert Counter(type(x).__name__ for x in got) == {"Sample": 25}
+    assert Counter(type(x).__name__ for x in got) == {"ShardSample": 25}
 
 
 def test_split_key_follows_webdataset():

@@ -23,6 +23,10 @@ class Server:
     log_path: Path
     started_in: float = 0.0
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -16,9 +16,9 @@ from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from bincounter import CLASSES
+from bincounter.errors import InvocationError
 from bincounter.serving.codec import (
     SUPPORTED_TYPES,
-    ClientError,
     decode_photo,
     decode_photos,
     error_response,
@@ -75,7 +75,7 @@ def test_parse_instances_returns_the_photos_in_order(raw, expected):
     ids=lambda v: v if isinstance(v, str) and " " not in v else None,
 )
 def test_parse_instances_refuses_with_a_400_naming_the_fault(raw, error, message):
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(InvocationError) as caught:
         parse_instances(raw, max_instances=4)
     assert (caught.value.status, caught.value.error) == (400, error)
     assert message in caught.value.message
@@ -144,7 +144,7 @@ def test_decode_photo_gives_uint8_pixels_at_the_model_size():
     ids=["not_a_photo", "tiny", "second_of_a_batch"],
 )
 def test_bad_photos_are_400_bad_image(photos, batch, message):
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(InvocationError) as caught:
         decode_photos(photos, 16, batch)
     assert (caught.value.status, caught.value.error) == (400, "bad_image")
     assert message in caught.value.message
@@ -169,7 +169,7 @@ def test_negotiate(headers, status):
         if status is None:
             assert negotiate() in SUPPORTED_TYPES
         else:
-            with pytest.raises(ClientError) as caught:
+            with pytest.raises(InvocationError) as caught:
                 negotiate()
             assert caught.value.status == status
 

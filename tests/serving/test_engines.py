@@ -43,13 +43,13 @@ def test_torchscript_is_served_when_it_agrees(model):
 
 
 def offset(by: float):
-    def build(source: engines.Source, precision: str):
+    def build(source: engines.EngineSpec, precision: str):
         return lambda x: source.model(x) + by
 
     return build
 
 
-def broken(source: engines.Source, precision: str):
+def broken(source: engines.EngineSpec, precision: str):
     raise RuntimeError("no such backend")
 
 

@@ -44,7 +44,9 @@ def test_gunicorn_settings_come_from_the_config(config, monkeypatch, tmp_path):
     cfg = gunicorn_config(config, [], monkeypatch, tmp_path)
     assert cfg.bind == ["0.0.0.0:8080"]
     assert (cfg.workers, cfg.threads, cfg.timeout) == (2, 5, 30)
-    assert cfg.worker_class_str == "gthread" and not cfg.preload_app
+    assert (
+        cfg.worker_class_str == "bincounter.serving.draining.DrainingWorker" and not cfg.preload_app
+    )
     assert cfg.graceful_timeout == 20 and cfg.keepalive == 5
     assert cfg.accesslog == "-" and cfg.loglevel == "info"
 

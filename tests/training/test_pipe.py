@@ -13,17 +13,17 @@ from PIL import Image
 
 from bincounter.errors import DataError
 from bincounter.shards import SHARDED_BY_S3_KEY, ShardWriter, shard_files
-from bincounter.training.distributed import DistContext
-from bincounter.training.hyperparameters import parse_hyperparameters
-from bincounter.training.streaming import (
+from bincounter.training.channels import (
+    ChannelInput,
     PipeChannel,
     PipeStream,
     index_pipe,
     load_channel,
     make_reader,
     open_pipe,
-    photo_files,
 )
+from bincounter.training.distributed import DistContext
+from bincounter.training.hyperparameters import parse_hyperparameters
 
 from support import QUICK_HPS, PipeFeeder, build_channel, build_tree, run_train, single_host_env
 
@@ -68,7 +68,7 @@ def test_index_reads_pass_zero_and_each_epoch_reads_the_next_pass_once(tmp_path,
     root = tmp_path / "data" / "train"
     root.parent.mkdir()
     feeders(root, files)
-    channel = index_pipe("train", root, 16, 0.0)
+    channel = index_pipe(ChannelInput("train", root), 16, 0.0)
     assert isinstance(channel, PipeChannel) and len(channel) == 35
     stream = PipeStream(channel, 16, seed=3, buffer=8, train=True)
     orders = []
@@ -91,8 +91,8 @@ def test_bad_samples_in_the_stream_are_named_and_counted(tmp_path, feeders, capl
     w.close()
     root = tmp_path / "train"
     feeders(root, shard_files(folder))
-    with caplog.at_level(logging.WARNING, logger="bincounter.training.streaming"):
-        channel = index_pipe("train", root, 16, 0.5)
+    with caplog.at_level(logging.WARNING, logger="bincounter.training"):
+        channel = index_pipe(ChannelInput("train", root), 16, 0.5)
     assert sorted(s.id for s in channel) == [f"g{i:03d}" for i in range(6)]
     assert "g003: duplicate id" in caplog.text
     assert "b1: photo:" in caplog.text and "b2: count 9 outside 1..5" in caplog.text
@@ -107,12 +107,12 @@ def test_a_cut_object_costs_the_rest_of_the_pass_and_counts_against_the_limit(
     files[1].write_bytes(files[1].read_bytes()[:1600])  # inside the first photo
     feeders(tmp_path / "strict", files)
     with pytest.raises(DataError) as info:
-        index_pipe("train", tmp_path / "strict", 16, 0.3)
+        index_pipe(ChannelInput("train", tmp_path / "strict"), 16, 0.3)
     assert "of the Pipe stream's bytes could not be read" in info.value.reason
     assert "truncated or corrupt object in the stream" in info.value.reason
     feeders(tmp_path / "lenient", files)
-    with caplog.at_level(logging.WARNING, logger="bincounter.training.streaming"):
-        channel = index_pipe("train", tmp_path / "lenient", 16, 0.9)
+    with caplog.at_level(logging.WARNING, logger="bincounter.training"):
+        channel = index_pipe(ChannelInput("train", tmp_path / "lenient"), 16, 0.9)
     assert [s.id for s in channel] == [k for k, _ in _good(6)]
     assert "bytes after byte" in caplog.text and "unreadable" in caplog.text
 
@@ -124,7 +124,9 @@ def test_ranks_on_fully_replicated_hosts_split_the_stream_each_sample_once(tmp_p
         root = tmp_path / f"host{rank}" / "train"
         root.parent.mkdir()
         feeders(root, files)
-        stream = PipeStream(index_pipe("train", root, 16, 0.0), 16, rank=rank, world=3)
+        stream = PipeStream(
+            index_pipe(ChannelInput("train", root), 16, 0.0), 16, rank=rank, world=3
+        )
         stream.set_epoch(0)
         keys = [key for key, _, _ in stream.plan()]
         assert len(keys) == len(stream) and stream.size == 63
@@ -138,7 +140,7 @@ def test_sharded_hosts_keep_their_whole_share(tmp_path, feeders):
         root = tmp_path / f"host{host}" / "train"
         root.parent.mkdir()
         feeders(root, _objects(tmp_path / f"s3-{host}", {"x": share}))
-        channel = index_pipe("train", root, 16, 0.0, distribution=SHARDED_BY_S3_KEY)
+        channel = index_pipe(ChannelInput("train", root, SHARDED_BY_S3_KEY), 16, 0.0)
         stream = PipeStream(channel, 16, rank=host, world=2)
         stream.set_epoch(0)
         assert sorted(k for k, _, _ in stream.plan()) == [k for k, _ in share]
@@ -147,7 +149,7 @@ def test_sharded_hosts_keep_their_whole_share(tmp_path, feeders):
 def test_mid_epoch_resume_reads_exactly_the_rest(tmp_path, feeders):
     root = tmp_path / "train"
     feeders(root, _objects(tmp_path / "s3", {"a": _good(30)}))
-    channel = index_pipe("train", root, 16, 0.0)
+    channel = index_pipe(ChannelInput("train", root), 16, 0.0)
     full = PipeStream(channel, 16, seed=5, buffer=10, batch_size=4)
     full.set_epoch(2)
     order = [k for k, _, _ in full.plan()]
@@ -160,7 +162,7 @@ def test_mid_epoch_resume_reads_exactly_the_rest(tmp_path, feeders):
 def test_evaluation_takes_a_pass_of_its_own_each_time(tmp_path, feeders):
     root = tmp_path / "validation"
     feeders(root, _objects(tmp_path / "s3", {"a": _good(9)}))
-    channel = index_pipe("validation", root, 16, 0.0)
+    channel = index_pipe(ChannelInput("validation", root), 16, 0.0)
     hp = parse_hyperparameters({"image_size": "32", "batch_size": "4"})
     for expected_pass in (1, 2):
         loader, stream = make_reader(channel, hp, DistContext(), 1, train=False)
@@ -176,10 +178,10 @@ def test_load_channel_reads_pipe_mode_and_refuses_several_processes_per_host(tmp
     channel = load_channel("train", root, env, hp, 1)
     assert isinstance(channel, PipeChannel)
     with pytest.raises(DataError) as info:  # the stream has gone by: nothing to export from
-        photo_files(channel, tmp_path / "photos")
+        channel.photo_files(tmp_path / "photos")
     assert "is a Pipe stream, read once per pass" in info.value.reason
     with pytest.raises(DataError) as info:
-        index_pipe("train", root, 16, 0.0, local_world=2)
+        index_pipe(ChannelInput("train", root, local_world=2), 16, 0.0)
     assert "2 training processes run on each host" in info.value.reason
     assert "FastFile" in info.value.reason
 

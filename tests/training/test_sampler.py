@@ -1,10 +1,10 @@
-"""``ShardSampler``: every photo once per epoch across ranks, a fixed order per (seed, epoch),
+"""``FolderSampler``: every photo once per epoch across ranks, a fixed order per (seed, epoch),
 and a resume that skips exactly what a stopped job had trained on."""
 
 import pytest
 
 from bincounter.training.distributed import DistContext
-from bincounter.training.sampler import ShardSampler
+from bincounter.training.sampler import FolderSampler
 
 SIZES = [1, 2, 7, 10, 33]
 WORLD_SIZES = [1, 2, 3, 4]
@@ -13,7 +13,7 @@ WORLD_SIZES = [1, 2, 3, 4]
 def _shards(size, world_size, seed=42, epoch=0, shuffle=True):
     shards = []
     for rank in range(world_size):
-        sampler = ShardSampler(size, DistContext(rank=rank, world_size=world_size), seed, shuffle)
+        sampler = FolderSampler(size, DistContext(rank=rank, world_size=world_size), seed, shuffle)
         sampler.set_epoch(epoch)
         shards.append(list(sampler))
     return shards
@@ -45,7 +45,7 @@ def test_epochs_give_different_orders_and_seed_and_epoch_fix_the_order():
 def test_set_epoch_with_start_skips_exactly_that_many_of_this_ranks_indices(world_size, start):
     full = _shards(33, world_size, epoch=5)
     for rank in range(world_size):
-        sampler = ShardSampler(33, DistContext(rank=rank, world_size=world_size), seed=42)
+        sampler = FolderSampler(33, DistContext(rank=rank, world_size=world_size), seed=42)
         sampler.set_epoch(5, start)
         assert list(sampler) == full[rank][start:]
         assert len(sampler) == len(full[rank][start:])

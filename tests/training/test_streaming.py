@@ -17,18 +17,19 @@ from torch.utils.data import DataLoader, get_worker_info
 from bincounter.errors import DataError
 from bincounter.imaging import load_and_preprocess
 from bincounter.shards import SHARDED_BY_S3_KEY, ShardWriter
-from bincounter.training.data import discover_channel, verify_samples
-from bincounter.training.distributed import DistContext
-from bincounter.training.hyperparameters import parse_hyperparameters
-from bincounter.training.sampler import ShardSampler
-from bincounter.training.streaming import (
+from bincounter.training.channels import (
+    ChannelInput,
+    FolderChannel,
     ShardChannel,
     ShardStream,
     index_shards,
     load_channel,
     make_reader,
-    photo_files,
 )
+from bincounter.training.data import discover_channel, verify_samples
+from bincounter.training.distributed import DistContext
+from bincounter.training.hyperparameters import parse_hyperparameters
+from bincounter.training.sampler import FolderSampler
 
 from support import QUICK_HPS, build_channel, build_tree, free_port, run_train, single_host_env
 
@@ -157,8 +158,8 @@ def _shards(folder: Path) -> Path:
 
 def test_index_skips_and_names_each_kind_of_bad_sample(tmp_path, caplog):
     root = _shards(tmp_path / "train")
-    with caplog.at_level(logging.WARNING, logger="bincounter.training.streaming"):
-        channel = index_shards("train", root, 16, 0.5)
+    with caplog.at_level(logging.WARNING, logger="bincounter.training"):
+        channel = index_shards(ChannelInput("train", root), 16, 0.5)
     assert sorted(s.id for s in channel) == ["b0", "c0", *(f"g{i}" for i in range(6))]
     text = caplog.text
     assert "b-bad-000000.tar: g3: duplicate id, first in a-good-000000.tar" in text
@@ -171,13 +172,13 @@ def test_index_skips_and_names_each_kind_of_bad_sample(tmp_path, caplog):
 def test_index_fails_above_max_bad_fraction_naming_the_first_problem(tmp_path):
     root = _shards(tmp_path / "train")
     with pytest.raises(DataError) as info:
-        index_shards("train", root, 16, 0.2)
+        index_shards(ChannelInput("train", root), 16, 0.2)
     assert "5 problems in 13 samples" in info.value.reason
     assert "max_bad_fraction=0.2" in info.value.reason and "b-bad-000000.tar" in info.value.reason
 
 
 def test_stream_yields_each_indexed_sample_once_in_a_shuffled_order(tmp_path):
-    channel = index_shards("train", _shards(tmp_path / "train"), 16, 0.5)
+    channel = index_shards(ChannelInput("train", _shards(tmp_path / "train")), 16, 0.5)
     stream = ShardStream(channel, 16, seed=1, buffer=4)
     orders = []
     for epoch in range(2):
@@ -251,14 +252,16 @@ def test_shards_hold_the_same_samples_and_evaluate_exactly_as_folders(tmp_path):
         folders = build_channel(tmp_path / "folders" / split, split, per_count)
         shards = build_channel(tmp_path / "shards" / split, split, per_count, layout="shards")
         assert len(list(shards.glob("*.tar"))) > 1
-        from_folders = verify_samples(split, discover_channel(split, folders), 48, 0.0)
-        from_shards = index_shards(split, shards, 48, 0.0)
+        from_folders = FolderChannel(
+            split, verify_samples(split, discover_channel(split, folders), 48, 0.0)
+        )
+        from_shards = index_shards(ChannelInput(split, shards), 48, 0.0)
         assert sorted((s.id, s.count) for s in from_folders) == sorted(
             (s.id, s.count) for s in from_shards
         )
         # one process: each epoch, both layouts train on exactly the same photos
         _, stream = make_reader(from_shards, hp, ctx, 0, train=True)
-        sampler = ShardSampler(len(from_folders), ctx, hp.seed)
+        sampler = FolderSampler(len(from_folders), ctx, hp.seed)
         for epoch in range(2):
             stream.set_epoch(epoch)
             sampler.set_epoch(epoch)
@@ -372,21 +375,23 @@ def test_corrupt_shard_is_skipped_and_counted_or_fails_the_job(tmp_path):
 
 
 def test_a_shard_channel_s_photos_are_written_out_as_files_with_their_counts(tmp_path):
-    channel = index_shards("train", _shards(tmp_path / "train"), 16, 0.5)
-    photos = photo_files(channel, tmp_path / "photos")
+    channel = index_shards(ChannelInput("train", _shards(tmp_path / "train")), 16, 0.5)
+    photos = channel.photo_files(tmp_path / "photos")
     assert sorted(p.id for p in photos) == sorted(s.id for s in channel)
     counts = {s.id: s.count for s in channel}
     for photo in photos:
         assert photo.path.parent == tmp_path / "photos" and photo.count == counts[photo.id]
         assert load_and_preprocess(photo.path, 16).shape == (3, 16, 16)
-    folders = discover_channel("train", build_channel(tmp_path / "folders", "train", 1))
-    assert photo_files(folders, tmp_path / "unused") == folders
+    folders = FolderChannel(
+        "train", discover_channel("train", build_channel(tmp_path / "folders", "train", 1))
+    )
+    assert folders.photo_files(tmp_path / "unused") == folders
     assert not (tmp_path / "unused").exists()
 
 
 def test_a_shard_gone_after_indexing_is_logged_not_raised(tmp_path, caplog):
-    channel = index_shards("train", _shards(tmp_path / "train"), 16, 0.5)
+    channel = index_shards(ChannelInput("train", _shards(tmp_path / "train")), 16, 0.5)
     (tmp_path / "train" / "a-good-000000.tar").unlink()
-    with caplog.at_level(logging.WARNING, logger="bincounter.training.streaming"):
+    with caplog.at_level(logging.WARNING, logger="bincounter.training"):
         keys = [key for key, _, _ in ShardStream(channel, 16).plan()]
     assert sorted(keys) == ["b0", "c0"] and "a-good-000000.tar: cannot open" in caplog.text

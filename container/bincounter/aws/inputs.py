@@ -18,7 +18,7 @@ from ..errors import LaunchError
 from ..training.hyperparameters import own_hyperparameters, parse_hyperparameters
 
 #: How channels reach the container. Pipe streams tar shards into one FIFO per pass, read by
-#: one process per host (``bincounter.training.streaming``); File and FastFile suit any layout.
+#: one process per host (``bincounter.training.channels``); File and FastFile suit any layout.
 INPUT_MODES = ("File", "FastFile", "Pipe")
 
 

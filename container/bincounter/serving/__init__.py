@@ -2,10 +2,13 @@
 
 Module map, in the order a request meets them:
 
+* ``parameters``: the name of every environment variable the server reads.
 * ``config``: every knob, read from the environment once per server (in gunicorn's arbiter;
   workers inherit the object when they are forked).
 * ``server``: ``serve``'s entry point: checks the config and the model directory, then runs
   gunicorn with the settings ``gunicorn_conf`` derives from the config.
+* ``draining``: gunicorn's gthread worker with a SIGTERM that answers every connection it
+  accepted before stopping.
 * ``app``: the flask app factory and its routes (``/ping``, ``/invocations``,
   ``/execution-parameters``).
 * ``bodies``: WSGI middleware that drains refused request bodies (a gunicorn gthread flaw) and

@@ -21,15 +21,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from ..errors import ModelLoadError
+from ..errors import InvocationError, ModelLoadError
 from . import codec
 from .batcher import Batcher
 from .bodies import FinishBody
-from .codec import ClientError
 from .config import ServingConfig
 from .predictor import Predictor
 
-log = logging.getLogger("bincounter.serving")
+log = logging.getLogger(__name__)
 
 #: Exit status gunicorn treats as "the app cannot load": it stops the arbiter, not just the worker.
 APP_LOAD_ERROR = 4
@@ -92,8 +91,8 @@ def create_app(
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
 
-    @app.errorhandler(ClientError)
-    def client_error(exc: ClientError) -> Response:
+    @app.errorhandler(InvocationError)
+    def client_error(exc: InvocationError) -> Response:
         return codec.error_response(exc.status, exc.error, exc.message, **exc.extra)
 
     @app.errorhandler(HTTPException)
@@ -143,7 +142,7 @@ def create_app(
         try:
             probabilities = batcher.predict(decode, timeout=config.timeout)
         except FutureTimeout:
-            raise ClientError(
+            raise InvocationError(
                 503, "busy", f"no answer within {config.timeout} s; retry later"
             ) from None
         return codec.predictions_response(probabilities, info.version, batch, info.decision)

@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-log = logging.getLogger("bincounter.serving")
+log = logging.getLogger(__name__)
 
 _Item = tuple[np.ndarray, "Future[np.ndarray]"]
 

@@ -1,7 +1,7 @@
 """What ``/invocations`` accepts and answers: request bodies in, JSON out, refusals as 4xx.
 
 Everything that decides whether a request is well formed lives here, so the routes read as the
-contract and every refusal is a ``ClientError`` with a status, a stable ``error`` name and a
+contract and every refusal is an ``InvocationError`` (``errors``) with a status, a stable ``error`` name and a
 message that names the fault (the tests match on both). A photo's real format is sniffed from
 its bytes, never trusted from ``Content-Type``. Decoding stops at ``uint8`` numpy pixels: this
 code runs on HTTP threads, which must not run torch (see ``batcher``).
@@ -25,25 +25,15 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import CLASSES
 from ..decision import decide
+from ..errors import InvocationError
 from ..imaging import ImageError, load_image, preprocess_array
 
-log = logging.getLogger("bincounter.serving")
+log = logging.getLogger(__name__)
 
 #: Single-photo content types; the real format is sniffed from the bytes (JPEG or PNG).
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 JSON_TYPE = "application/json"
 SUPPORTED_TYPES = (*IMAGE_TYPES, JSON_TYPE)
-
-
-class ClientError(Exception):
-    """A request we refuse, with the HTTP status and a message naming the problem."""
-
-    def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
-        self.extra = extra
 
 
 # --------------------------------------------------------------------------- requests
@@ -53,7 +43,7 @@ def negotiate() -> str:
     """The request's content type, or 415/406 if we cannot read it or cannot answer in JSON."""
     content_type = request.mimetype
     if content_type not in SUPPORTED_TYPES:
-        raise ClientError(
+        raise InvocationError(
             415,
             "unsupported_content_type",
             f"Content-Type {content_type or '(none)'!r} is not supported; "
@@ -63,7 +53,7 @@ def negotiate() -> str:
     if request.headers.get("Accept", "").strip() and not request.accept_mimetypes.best_match(
         [JSON_TYPE]
     ):
-        raise ClientError(
+        raise InvocationError(
             406,
             "not_acceptable",
             f"Accept {request.headers['Accept']!r} cannot be served; responses are {JSON_TYPE}",
@@ -101,19 +91,21 @@ def read_body(limit: int) -> bytes:
 def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
     """``{"instances": [{"b64": "..."}, ...]}`` -> the photos' bytes, or a 400 naming the fault."""
     if not body:
-        raise ClientError(400, "empty_body", "empty body: expected a JSON object with 'instances'")
+        raise InvocationError(
+            400, "empty_body", "empty body: expected a JSON object with 'instances'"
+        )
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise ClientError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
+        raise InvocationError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
     shape = 'expected {"instances": [{"b64": "<base64 JPEG or PNG>"}, ...]}'
     if not isinstance(document, dict) or not isinstance(document.get("instances"), list):
-        raise ClientError(400, "bad_json_schema", f"{shape}; got no 'instances' list")
+        raise InvocationError(400, "bad_json_schema", f"{shape}; got no 'instances' list")
     instances = document["instances"]
     if not instances:
-        raise ClientError(400, "bad_json_schema", f"{shape}; 'instances' is empty")
+        raise InvocationError(400, "bad_json_schema", f"{shape}; 'instances' is empty")
     if len(instances) > max_instances:
-        raise ClientError(
+        raise InvocationError(
             400,
             "too_many_instances",
             f"{len(instances)} instances in one request; the limit is {max_instances}",
@@ -121,14 +113,14 @@ def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
     photos = []
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict) or not isinstance(instance.get("b64"), str):
-            raise ClientError(
+            raise InvocationError(
                 400, "bad_json_schema", f"instances[{i}] must be an object with a string 'b64'"
             )
         text = "".join(instance["b64"].split())  # tolerate MIME line breaks, nothing else
         try:
             photos.append(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError) as exc:
-            raise ClientError(
+            raise InvocationError(
                 400, "malformed_base64", f"instances[{i}].b64 is not valid base64: {exc}"
             ) from None
     return photos
@@ -137,6 +129,7 @@ def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
 def read_photos(content_type: str, limit: int, max_instances: int) -> list[bytes]:
     """The photos a request carries: its body, or each instance of a JSON batch."""
     body = read_body(limit)
+    log.debug("request_id=%s body of %d bytes read", g.get("request_id"), len(body))
     if content_type == JSON_TYPE:
         return parse_instances(body, max_instances)
     return [body]
@@ -150,7 +143,7 @@ def decode_photo(photo: bytes, image_size: int, where: str = "") -> np.ndarray:
     try:
         return preprocess_array(load_image(photo, image_size), image_size)
     except ImageError as exc:
-        raise ClientError(400, "bad_image", f"{where}{exc.reason}") from None
+        raise InvocationError(400, "bad_image", f"{where}{exc.reason}") from None
     except Exception as exc:  # a decoder failing on hostile bytes is still bad input
         log.warning(
             "request_id=%s decoder raised %s",
@@ -158,7 +151,7 @@ def decode_photo(photo: bytes, image_size: int, where: str = "") -> np.ndarray:
             type(exc).__name__,
             exc_info=True,
         )
-        raise ClientError(
+        raise InvocationError(
             400, "bad_image", f"{where}image could not be decoded ({type(exc).__name__})"
         ) from None
 

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..decision import TTA_CHOICES
 from ..errors import ConfigError
 from ..exported import PRECISIONS
 from ..paths import DEFAULT_BASE_DIR, Paths
+from . import parameters
 
 #: ``auto``: OpenVINO on a CPU, the torch path on a GPU (``engines``).
 ENGINES = ("auto", "openvino", "cuda", "torchscript", "eager")
@@ -58,69 +60,111 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+#: Log levels ``BINCOUNTER_LOG_LEVEL`` accepts.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def knob(
+    variable: str,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[Any, ...] = (),
+    computed: str = "",
+) -> dict[str, Any]:
+    """A ``ServingConfig`` field's metadata: the variable it is read from and what it allows.
+
+    Numbers must lie in ``low..high``; a string or number with ``choices`` must be one of them
+    (strings compared lower-cased). ``computed`` says what replaces the field's default at start
+    when the machine decides it (cores, a GPU); ``docs/serving.md``'s table shows it.
+    """
+    return {
+        "variable": variable,
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "computed": computed,
+    }
+
+
+def _read(env: Mapping[str, str], knob_field: Field, default: Any = None) -> Any:
+    """The knob's value from ``env`` (empty or unset: ``default``, else the field's default)."""
+    meta = knob_field.metadata
+    name, low, high, choices = meta["variable"], meta["low"], meta["high"], meta["choices"]
+    default = knob_field.default if default is None else default
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer ({low}..{high})") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw.lower()!r} is not a boolean (true/false)")
+    if isinstance(default, str):
+        value = raw.lower() if choices else raw
+    else:
+        kind, what = (int, "an integer") if isinstance(default, int) else (float, "a number")
+        bounds = f"{kind(low):g}..{kind(high):g}" if kind is float else f"{low}..{high}"
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not {what} ({bounds})") from None
+        if not low <= value <= high:
+            shown = f"{value:g}" if kind is float else str(value)
+            raise ConfigError(f"{name}={shown} is outside {bounds}")
+    if choices and value not in choices:
+        allowed = ", ".join(str(c) for c in choices)
+        raise ConfigError(f"{name}={value!r}: allowed {allowed}")
     return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number ({low:g}..{high:g})") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value:g} is outside {low:g}..{high:g}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
 
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """What the server runs with; build it with ``from_environment``."""
+    """What the server runs with; build it with ``from_environment``.
 
-    model_dir: Path
-    host: str = "0.0.0.0"
-    port: int = 8080
-    workers: int = 1
+    Each field is one knob: its default, and in its metadata (``knob``) the variable it is read
+    from and the values it allows.
+    """
+
+    model_dir: Path = field(
+        default=None,
+        metadata=knob(parameters.MODEL_DIR, computed=f"`${parameters.BASE_DIR}/model`"),
+    )
+    host: str = field(default="0.0.0.0", metadata=knob(parameters.BIND_HOST))
+    port: int = field(default=8080, metadata=knob(parameters.BIND_TO_PORT, 1, 65535))
+    workers: int = field(
+        default=1,
+        metadata=knob(
+            parameters.MODEL_SERVER_WORKERS,
+            1,
+            64,
+            computed=f"cores (at most {MAX_CPU_WORKERS}) on a CPU, 1 on a GPU",
+        ),
+    )
     #: gunicorn threads per worker: concurrent requests a worker reads, decodes and waits on.
-    http_threads: int = 8
+    http_threads: int = field(default=8, metadata=knob(parameters.HTTP_THREADS, 1, 256))
     #: Threads per worker that actually compute (OpenVINO's or torch's intra-op).
-    compute_threads: int = 1
-    timeout: int = 60
-    graceful_timeout: int = 20
-    keepalive: int = 5
-    max_payload_mb: float = 6.0
-    max_batch_size: int = 8
+    compute_threads: int = field(
+        default=1, metadata=knob(parameters.COMPUTE_THREADS, 1, 256, computed="cores / workers")
+    )
+    timeout: int = field(default=60, metadata=knob(parameters.MODEL_SERVER_TIMEOUT, 1, 3600))
+    #: SageMaker kills a container 30 s after SIGTERM: drain well inside that.
+    graceful_timeout: int = field(default=20, metadata=knob(parameters.GRACEFUL_TIMEOUT, 1, 3600))
+    keepalive: int = field(default=5, metadata=knob(parameters.KEEPALIVE, 0, 3600))
+    max_payload_mb: float = field(
+        default=6.0, metadata=knob(parameters.MAX_PAYLOAD_IN_MB, 0.001, 1024.0)
+    )
+    max_batch_size: int = field(default=8, metadata=knob(parameters.MAX_BATCH_SIZE, 1, 256))
     #: Longest wait for a request known to be decoding to join a batch (never for nobody).
-    batch_wait_ms: float = 5.0
-    max_instances: int = 64
-    engine: str = "auto"
+    batch_wait_ms: float = field(default=5.0, metadata=knob(parameters.BATCH_WAIT_MS, 0.0, 1000.0))
+    max_instances: int = field(default=64, metadata=knob(parameters.MAX_INSTANCES, 1, 10_000))
+    engine: str = field(default="auto", metadata=knob(parameters.ENGINE, choices=ENGINES))
     #: ``auto``, ``fp32``, ``bf16`` or ``int8``; the engine serves the best it can vouch for.
-    precision: str = "auto"
-    tta: int = 1
-    access_log: bool = False
-    log_level: str = "info"
+    precision: str = field(default="auto", metadata=knob(parameters.PRECISION, choices=PRECISIONS))
+    #: 1 (the photo as sent) or 8 (its flips and quarter turns, averaged: about 8x the compute).
+    tta: int = field(default=1, metadata=knob(parameters.TTA, 1, 8, choices=TTA_CHOICES))
+    access_log: bool = field(default=False, metadata=knob(parameters.ACCESS_LOG))
+    log_level: str = field(default="info", metadata=knob(parameters.LOG_LEVEL, choices=LOG_LEVELS))
 
     @property
     def max_payload_bytes(self) -> int:
@@ -139,52 +183,18 @@ class ServingConfig:
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> ServingConfig:
         """Read the knobs (see ``docs/serving.md``); raises ``ConfigError`` naming a bad one."""
         env = os.environ if environ is None else environ
+        knobs = {f.name: f for f in fields(cls)}
+        values = {"engine": _read(env, knobs["engine"])}
         cores = cpu_count()
-        engine = env.get("BINCOUNTER_ENGINE", "auto").strip().lower() or "auto"
-        on_gpu = engine == "cuda" or (engine == "auto" and gpu_present())
-        default_workers = 1 if on_gpu else min(cores, MAX_CPU_WORKERS)
-        workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", default_workers, 1, 64)
+        on_gpu = values["engine"] == "cuda" or (values["engine"] == "auto" and gpu_present())
+        workers = _read(env, knobs["workers"], 1 if on_gpu else min(cores, MAX_CPU_WORKERS))
+        values["workers"] = workers
         # Never more computing threads than cores, whatever the worker count.
-        compute_default = max(1, cores // workers)
-        timeout = _int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, 1, 3600)
-        if engine not in ENGINES:
-            raise ConfigError(f"BINCOUNTER_ENGINE={engine!r}: allowed {', '.join(ENGINES)}")
-        precision = env.get("BINCOUNTER_PRECISION", "auto").strip().lower() or "auto"
-        if precision not in PRECISIONS:
-            raise ConfigError(
-                f"BINCOUNTER_PRECISION={precision!r}: allowed {', '.join(PRECISIONS)}"
-            )
-        log_level = env.get("BINCOUNTER_LOG_LEVEL", "info").strip().lower() or "info"
-        if log_level not in ("debug", "info", "warning", "error", "critical"):
-            raise ConfigError(f"BINCOUNTER_LOG_LEVEL={log_level!r} is not a log level")
-        tta = _int(env, "BINCOUNTER_TTA", 1, 1, 8)
-        if tta not in TTA_CHOICES:
-            raise ConfigError(
-                f"BINCOUNTER_TTA={tta}: allowed 1 (the photo as sent) or 8 (its flips and "
-                "quarter turns, averaged: about 8x the compute)"
-            )
-        model_dir = env.get("BINCOUNTER_MODEL_DIR", "").strip()
-        if not model_dir:
-            base = env.get("SAGEMAKER_BASE_DIR", "").strip() or str(DEFAULT_BASE_DIR)
-            model_dir = str(Paths(Path(base)).model_dir)
-        return cls(
-            model_dir=Path(model_dir),
-            host=env.get("BINCOUNTER_BIND_HOST", "0.0.0.0").strip() or "0.0.0.0",
-            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
-            workers=workers,
-            http_threads=_int(env, "BINCOUNTER_HTTP_THREADS", 8, 1, 256),
-            compute_threads=_int(env, "BINCOUNTER_COMPUTE_THREADS", compute_default, 1, 256),
-            timeout=timeout,
-            # SageMaker kills a container 30 s after SIGTERM: drain well inside that.
-            graceful_timeout=_int(env, "BINCOUNTER_GRACEFUL_TIMEOUT", 20, 1, 3600),
-            keepalive=_int(env, "BINCOUNTER_KEEPALIVE", 5, 0, 3600),
-            max_payload_mb=_float(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6.0, 0.001, 1024.0),
-            max_batch_size=_int(env, "BINCOUNTER_MAX_BATCH_SIZE", 8, 1, 256),
-            batch_wait_ms=_float(env, "BINCOUNTER_BATCH_WAIT_MS", 5.0, 0.0, 1000.0),
-            max_instances=_int(env, "BINCOUNTER_MAX_INSTANCES", 64, 1, 10_000),
-            engine=engine,
-            precision=precision,
-            tta=tta,
-            access_log=_bool(env, "BINCOUNTER_ACCESS_LOG", False),
-            log_level=log_level,
-        )
+        values["compute_threads"] = _read(env, knobs["compute_threads"], max(1, cores // workers))
+        base = env.get(parameters.BASE_DIR, "").strip() or str(DEFAULT_BASE_DIR)
+        model_dir = _read(env, knobs["model_dir"], str(Paths(Path(base)).model_dir))
+        values["model_dir"] = Path(model_dir)
+        for name, knob_field in knobs.items():
+            if name not in values:
+                values[name] = _read(env, knob_field)
+        return cls(**values)

@@ -46,7 +46,7 @@ from .. import exported
 from ..counting import probabilities64
 from ..decision import decide
 
-log = logging.getLogger("bincounter.serving")
+log = logging.getLogger(__name__)
 
 #: Largest |logit difference| between a float32 engine and eager PyTorch that we accept.
 ENGINE_TOLERANCE = 1e-3
@@ -62,7 +62,7 @@ Engine = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Source:
+class EngineSpec:
     """What a builder builds from: the eval-mode module and, when served, its model directory."""
 
     model: nn.Module
@@ -73,7 +73,7 @@ class Source:
 
 
 #: ``(source, precision) -> engine``; raises if the engine cannot be built.
-Builder = Callable[[Source, str], Engine]
+Builder = Callable[[EngineSpec, str], Engine]
 
 
 def softmax64(logits: torch.Tensor) -> np.ndarray:
@@ -203,12 +203,12 @@ def served_name(kind: str, precision: str) -> str:
 # --------------------------------------------------------------------------- builders
 
 
-def eager(source: Source, precision: str) -> Engine:
+def eager(source: EngineSpec, precision: str) -> Engine:
     """The module itself: the reference every other engine must agree with."""
     return source.model
 
 
-def torchscript(source: Source, precision: str) -> Engine:
+def torchscript(source: EngineSpec, precision: str) -> Engine:
     """Traced, frozen and optimised for inference (float32)."""
     example = check_input(source.image_size, 1)
     with warnings.catch_warnings(), torch.inference_mode():
@@ -246,7 +246,7 @@ def openvino_config(precision: str, threads: int) -> dict[Any, Any]:
     }
 
 
-def openvino(source: Source, precision: str) -> Engine:
+def openvino(source: EngineSpec, precision: str) -> Engine:
     """OpenVINO on the CPU: the model directory's IR, or the module converted now (slow)."""
     import openvino as ov
 
@@ -269,7 +269,7 @@ def openvino(source: Source, precision: str) -> Engine:
     return run
 
 
-def cuda(source: Source, precision: str) -> Engine:
+def cuda(source: EngineSpec, precision: str) -> Engine:
     """The torch module on the GPU, in channels-last, under bf16/fp16 autocast or in fp32."""
     device = torch.device("cuda")
     model = copy.deepcopy(source.model).to(device, memory_format=torch.channels_last).eval()
@@ -319,7 +319,7 @@ def build_engine(
     plan, notes = resolve_plan(kind, precision, device, card)
     for note in notes:
         log.warning("%s", note)
-    source = Source(model, image_size, model_dir, card, threads or torch.get_num_threads())
+    source = EngineSpec(model, image_size, model_dir, card, threads or torch.get_num_threads())
     reference = BUILDERS[REFERENCE](source, "fp32")
     if plan[0][0] == REFERENCE:
         return reference, REFERENCE

@@ -11,7 +11,9 @@
   own requests; one worker on all cores lost half its throughput at concurrency 4 to its idle
   compute threads spinning on the cores its HTTP threads decode on.
 * ``graceful_timeout`` 20 s: on SIGTERM gunicorn stops accepting, lets in-flight requests
-  finish and exits, well inside the 30 s SageMaker waits before SIGKILL.
+  finish and exits, well inside the 30 s SageMaker waits before SIGKILL. The worker is
+  ``draining.DrainingWorker``, gthread with one change: a connection accepted before SIGTERM
+  is answered even if its request had not begun to arrive (gthread closes it unanswered).
 * The model is loaded in each worker after the fork (no ``preload_app``): OpenMP thread pools do
   not survive ``fork``, and a worker that cannot load the model ends the whole server. The
   config object the arbiter read is inherited by the forked workers, so the environment is read
@@ -29,7 +31,7 @@ from typing import Any
 from bincounter import logs
 from bincounter.serving.config import ServingConfig
 
-log = logging.getLogger("bincounter.serving")
+log = logging.getLogger(__name__)
 
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
@@ -67,7 +69,7 @@ def settings(config: ServingConfig) -> dict[str, Any]:
     return {
         "bind": [config.bind],
         "workers": config.workers,
-        "worker_class": "gthread",
+        "worker_class": "bincounter.serving.draining.DrainingWorker",
         "threads": config.http_threads,
         "timeout": config.timeout,
         "graceful_timeout": config.graceful_timeout,

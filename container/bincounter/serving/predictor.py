@@ -26,7 +26,7 @@ from ..imaging import load_and_preprocess
 from ..model import load_model
 from .engines import Engine, build_engine, check_input
 
-log = logging.getLogger("bincounter.serving")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ..errors import UserError
 from .config import ServingConfig
 from .gunicorn_conf import settings
 
-log = logging.getLogger("bincounter.serving")
+log = logging.getLogger(__name__)
 
 
 def preflight(config: ServingConfig) -> None:

@@ -6,9 +6,11 @@ read top to bottom like torchvision's reference ``train.py``. What the loop comp
 
 * ``hyperparameters``: the typed, validated recipe from ``hyperparameters.json``;
 * ``data``: channels found and verified, the dataset and its loader;
-* ``sampler``: each rank's resumable share of an epoch's order;
-* ``streaming``: tar-shard channels verified into an index and streamed per rank and worker,
-  and the one place that picks a channel's loader by layout;
+* ``sampler``: each rank's resumable share of an epoch's order of a folder channel;
+* ``channels``: the ``Channel`` protocol over photo folders, tar shards and Pipe streams,
+  each verified once and read per rank and worker;
+* ``problems``: what a channel's verification found bad, logged and held against
+  ``max_bad_fraction`` in the same words for every layout;
 * ``recipe``: optimizer, learning-rate schedule and class weights from the hyperparameters;
 * ``precision``: bf16/fp16 autocast, gradient scaling and channels-last on every device, decided
   once from the hyperparameters and what the device reports (``precision``, ``channels_last``);

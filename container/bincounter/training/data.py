@@ -28,6 +28,7 @@ from ..errors import DataError
 from ..imaging import ImageError, augment, load_and_preprocess
 from .distributed import DistContext
 from .hyperparameters import HyperParameters
+from .problems import judge_problems
 
 log = logging.getLogger(__name__)
 
@@ -124,24 +125,16 @@ def verify_samples(
         problems = list(pool.map(check, samples))
     good = [s for s, p in zip(samples, problems, strict=True) if p is None]
     bad = [(s, p) for s, p in zip(samples, problems, strict=True) if p is not None]
-    for sample, problem in bad[:20]:
-        log.warning("channel '%s': skipping %s: %s", name, sample.path, problem)
-    if len(bad) > 20:
-        log.warning("channel '%s': ... and %d more unreadable photos", name, len(bad) - 20)
-    share = len(bad) / len(samples)
-    log.info(
-        "channel '%s': %d photos, %d unreadable skipped (%.1f%%)",
+    judge_problems(
         name,
+        [f"{sample.path}: {problem}" for sample, problem in bad],
         len(samples),
-        len(bad),
-        100 * share,
+        max_bad_fraction,
+        noun="unreadable photos",
+        summary=f"{len(samples)} photos, {len(bad)} unreadable skipped",
+        refusal=f"{len(bad)} of {len(samples)} photos ({{percent:.1f}}%) are unreadable",
+        first=f"{bad[0][0].path.name}: {bad[0][1]}" if bad else None,
     )
-    if share > max_bad_fraction:
-        raise DataError(
-            f"channel '{name}': {len(bad)} of {len(samples)} photos ({100 * share:.1f}%) are "
-            f"unreadable, above max_bad_fraction={max_bad_fraction:g}; first: "
-            f"{bad[0][0].path.name}: {bad[0][1]}"
-        )
     return good
 
 
@@ -177,8 +170,8 @@ def auto_workers(hp: HyperParameters, per_host: int) -> int:
 
 
 def make_loader(
-    dataset: CountDataset,
-    sampler: Sampler[int],
+    dataset: Dataset,
+    sampler: Sampler[int] | None,
     hp: HyperParameters,
     ctx: DistContext,
     workers: int,

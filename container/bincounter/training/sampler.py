@@ -1,4 +1,5 @@
-"""Which photos each rank sees, in which order: one permutation per epoch, rebuilt on resume.
+"""Which photos of a folder channel each rank sees, in which order: one permutation per epoch,
+rebuilt on resume (a shard channel's ``ShardStream`` plays this part for shards).
 
 A spot interruption can stop a job mid-epoch. For the restarted job to see exactly the photos
 the stopped one had not, the order must be a pure function of (seed, epoch) and a position in
@@ -9,21 +10,29 @@ absorbs the uneven tail that leaves.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 import torch
 from torch.utils.data import Sampler
 
 from .distributed import DistContext
 
 
-class ShardSampler(Sampler[int]):
-    """This rank's share of one epoch's permutation, resumable at any step.
+class FolderSampler(Sampler[int]):
+    """This rank's share of one epoch's permutation of a folder channel, resumable at any step.
 
     ``set_epoch(epoch, start)`` rebuilds the epoch's order and skips the first ``start`` of
-    this rank's indices (those a stopped job already trained on).
+    this rank's indices (those a stopped job already trained on). ``size`` is the epoch's
+    photos on all ranks and ``batches()`` this rank's batches of ``batch_size``: what the loop
+    asks of any channel's reader.
     """
 
-    def __init__(self, size: int, ctx: DistContext, seed: int, shuffle: bool = True) -> None:
+    def __init__(
+        self, size: int, ctx: DistContext, seed: int, shuffle: bool = True, batch_size: int = 1
+    ) -> None:
         self.size, self.ctx, self.seed, self.shuffle = size, ctx, seed, shuffle
+        self.batch_size = batch_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -37,8 +46,11 @@ class ShardSampler(Sampler[int]):
             order = list(range(self.size))
         return order[self.ctx.rank :: self.ctx.world_size][self.start :]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self.indices())
 
     def __len__(self) -> int:
         return len(self.indices())
+
+    def batches(self) -> int:
+        return math.ceil(len(self) / self.batch_size)

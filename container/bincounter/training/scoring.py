@@ -74,10 +74,10 @@ def score_model(model_dir: Path, test_dir: Path, workers: int = 1) -> dict[str, 
     """``evaluation.json``'s content: training's ``evaluate`` on ``test_dir`` under the card's
     decision rule, plus the card's identity."""
     from ..model import load_model
+    from .channels import load_channel
     from .distributed import DistContext
     from .hyperparameters import HyperParameters
     from .precision import model_to_device, resolve
-    from .streaming import load_channel
     from .train import evaluate
 
     model, card = load_model(model_dir)

@@ -44,8 +44,9 @@ from ..errors import DataError
 from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
 from . import metrics, reports
+from .channels import Channel, load_channel, lockstep_batches, make_reader
 from .checkpoint import CheckpointStore
-from .data import Sample, auto_workers, class_counts
+from .data import auto_workers, class_counts
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -61,7 +62,6 @@ from .hyperparameters import HyperParameters, parse_hyperparameters
 from .precision import Precision, TrainStep, autocast, model_to_device, resolve, to_device
 from .recipe import class_weights, lr_lambda, make_ema, make_optimizer
 from .state import TrainState, checkpoint_state, restore
-from .streaming import load_channel, lockstep_batches, make_reader, photo_files
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def train_one_epoch(
         leave=False,
     )
     epoch_images = 0
-    lockstep = lockstep_batches(sampler, hp.batch_size, ctx)
+    lockstep = lockstep_batches(sampler, ctx)
     with Join([model]) if ctx.enabled else contextlib.nullcontext():
         for batch, (images, labels) in enumerate(loader):
             images, labels = to_device(images, labels, step.precision, ctx)
@@ -155,7 +155,7 @@ def train_one_epoch(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    samples: list[Sample],
+    samples: Channel,
     hp: HyperParameters,
     ctx: DistContext,
     workers: int,
@@ -198,7 +198,7 @@ def pick_rule(hp: HyperParameters, summaries: dict[str, dict[str, Any]]) -> str:
     return choose_rule(summaries) if hp.decision == "auto" else hp.decision
 
 
-def load_channels(env: TrainingEnvironment, hp: HyperParameters) -> dict[str, list[Sample]]:
+def load_channels(env: TrainingEnvironment, hp: HyperParameters) -> dict[str, Channel]:
     for name in REQUIRED_CHANNELS:
         if name not in env.channels:
             raise DataError(
@@ -313,7 +313,7 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     try:
         while state.epoch < hp.epochs:
             # step_in_epoch counts this rank's own samples (rank 0's, saved in the checkpoint;
-            # ranks step in lockstep), the unit ShardSampler skips in: not divided by ranks.
+            # ranks step in lockstep), the unit FolderSampler skips in: not divided by ranks.
             sampler.set_epoch(state.epoch, state.step_in_epoch)
             loader_generator.manual_seed(hp.seed * 7919 + state.epoch * 31 + state.step_in_epoch)
             train_metrics = train_one_epoch(
@@ -469,14 +469,14 @@ def _export(env: TrainingEnvironment, hp: HyperParameters, channels: dict[str, A
     (to a temporary folder, removed after). Without validation photos on disk it is skipped."""
     with tempfile.TemporaryDirectory(prefix="bincounter-photos-") as photos:
         try:
-            validation = photo_files(channels["validation"], Path(photos) / "validation")
+            validation = channels["validation"].photo_files(Path(photos) / "validation")
         except DataError as exc:
             record_skipped(env.paths.model_dir, exc.reason)
             return
         test = None
         if "test" in channels:
             try:
-                test = photo_files(channels["test"], Path(photos) / "test")
+                test = channels["test"].photo_files(Path(photos) / "test")
             except DataError as exc:
                 log.info("int8 is not evaluated on test: %s", exc.reason)
         export_openvino(

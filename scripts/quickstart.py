@@ -3,6 +3,10 @@
 prepare a sample -> lay it out as a SageMaker ``/opt/ml`` tree -> run ``./train`` on it ->
 start ``./serve`` on the model it wrote -> count a few held-out photos over HTTP -> stop.
 Each step runs the same executables SageMaker runs, only relocated with ``SAGEMAKER_BASE_DIR``.
+
+It drives a checkout (``./train``, ``./serve``, ``runs/``, ``../shared/abid``), so it lives with
+the checkout's scripts, not in the image's package: ``scripts/quickstart.sh`` runs it as
+``python -m scripts.quickstart`` from the repository root.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import logs
-from .dataprep.layout import SPLITS
-from .dataprep.pipeline import prepare
-from .dataprep.sources import ABID_BUCKET, LocalSource, S3Source
-from .errors import PrepareError, UserError
+from bincounter import logs
+from bincounter.dataprep.layout import SPLITS
+from bincounter.dataprep.pipeline import prepare
+from bincounter.dataprep.sources import ABID_BUCKET, LocalSource, S3Source
+from bincounter.errors import PrepareError, UserError
 
-log = logging.getLogger("bincounter.quickstart")
-REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
 
 #: Small enough for a laptop CPU in a few minutes; not the production recipe (see README).
 QUICK_HYPERPARAMETERS = {
