@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LaunchError
+from ..serving import parameters
 from .config import AwsConfig
-from .serverless import MAX_INSTANCES_ENV, MAX_PAYLOAD_ENV, TIMEOUT_ENV
 
 #: AWS's limits for asynchronous inference.
 PAYLOAD_LIMIT_BYTES = 1024**3
@@ -37,9 +37,9 @@ MAX_CONCURRENT_INVOCATIONS_RANGE = (1, 1000)
 ASYNC_PAYLOAD_MB = 64
 ASYNC_MAX_INSTANCES = 1000
 ASYNC_ENVIRONMENT = {
-    MAX_PAYLOAD_ENV: str(ASYNC_PAYLOAD_MB),
-    MAX_INSTANCES_ENV: str(ASYNC_MAX_INSTANCES),
-    TIMEOUT_ENV: str(INVOCATION_SECONDS),
+    parameters.MAX_PAYLOAD_IN_MB: str(ASYNC_PAYLOAD_MB),
+    parameters.MAX_INSTANCES: str(ASYNC_MAX_INSTANCES),
+    parameters.MODEL_SERVER_TIMEOUT: str(INVOCATION_SECONDS),
 }
 
 SNS_ARN_PREFIX = "arn:aws"

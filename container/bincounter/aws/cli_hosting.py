@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ..errors import LaunchError, LocalModeError, UserError
+from ..serving import parameters
 from .asynchronous import AsyncSettings
 from .cli_shared import SettingFlag, add_flags, config_from_args, local_image, settings_from_args
 from .endpoints import DeploySettings
@@ -115,8 +116,8 @@ def deploy_modes(
     if args.local and (serverless or asynchronous):
         raise LocalModeError(
             "--local serves a real-time container only: serverless and asynchronous endpoints "
-            "exist on SageMaker alone (locally, --env SAGEMAKER_MAX_PAYLOAD_IN_MB=4 gives the "
-            "serverless body limit)"
+            f"exist on SageMaker alone (locally, --env {parameters.MAX_PAYLOAD_IN_MB}=4 gives "
+            "the serverless body limit)"
         )
     return serverless, asynchronous
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LaunchError
+from ..serving import parameters
 from .asynchronous import INVOCATION_SECONDS, check_async_body
 from .config import AwsConfig, parse_s3_uri
 from .invoke import collect_images, content_type_of
-from .serverless import MAX_PAYLOAD_ENV
 
 #: What the container accepts when the model's environment does not say (serving's default).
 DEFAULT_CONTAINER_PAYLOAD_MB = 6.0
@@ -80,7 +80,7 @@ def describe_async_endpoint(session: Any, endpoint: str) -> AsyncEndpoint:
             model = {}
         environment = model.get("PrimaryContainer", {}).get("Environment", {})
         with contextlib.suppress(ValueError):  # the container itself refuses a bad value
-            limit = float(environment.get(MAX_PAYLOAD_ENV, limit))
+            limit = float(environment.get(parameters.MAX_PAYLOAD_IN_MB, limit))
     return AsyncEndpoint(endpoint, async_config["OutputConfig"]["S3OutputPath"], limit)
 
 
@@ -115,7 +115,7 @@ def _check_size(size: int, target: AsyncEndpoint) -> None:
     if size > limit:
         raise LaunchError(
             f"request body {size} bytes: endpoint {target.name}'s container accepts up to "
-            f"{target.container_payload_mb:g} MB ({MAX_PAYLOAD_ENV}); send fewer photos"
+            f"{target.container_payload_mb:g} MB ({parameters.MAX_PAYLOAD_IN_MB}); send fewer photos"
         )
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LaunchError
+from ..serving import parameters
 from .config import AwsConfig
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,11 @@ PAYLOAD_MB = 4
 INVOCATION_SECONDS = 60
 IMAGE_LIMIT_BYTES = 10 * 1024**3
 
-# Serving environment variable names as container/bincounter/serving/config.py reads them (no
-# shared constants module exists on main yet: the integrator points these at it).
-MAX_PAYLOAD_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
-TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
-MAX_INSTANCES_ENV = "BINCOUNTER_MAX_INSTANCES"
-ENGINE_ENV = "BINCOUNTER_ENGINE"
-
 #: What a serverless container is told: SageMaker's own body and time limits.
-SERVERLESS_ENVIRONMENT = {MAX_PAYLOAD_ENV: str(PAYLOAD_MB), TIMEOUT_ENV: str(INVOCATION_SECONDS)}
+SERVERLESS_ENVIRONMENT = {
+    parameters.MAX_PAYLOAD_IN_MB: str(PAYLOAD_MB),
+    parameters.MODEL_SERVER_TIMEOUT: str(INVOCATION_SECONDS),
+}
 
 #: Instance families with accelerators (GPU, Inferentia, Trainium): never serverless.
 ACCELERATED = re.compile(r"^ml\.(p\d|g\d|inf\d|trn\d)")
@@ -98,8 +95,8 @@ def check_serverless(settings: ServerlessSettings, deploy: Any, defaults: Any) -
             f"instance type {deploy.instance_type}: serverless endpoints run on CPU only "
             "(no GPU or accelerator); drop --instance-type, --memory sizes the endpoint"
         )
-    if deploy.environment.get(ENGINE_ENV, "").strip().lower() == "cuda":
-        raise LaunchError(f"{ENGINE_ENV}=cuda: serverless endpoints run on CPU only")
+    if deploy.environment.get(parameters.ENGINE, "").strip().lower() == "cuda":
+        raise LaunchError(f"{parameters.ENGINE}=cuda: serverless endpoints run on CPU only")
     unsupported = {
         "instance_type": "--instance-type (memory sets the size)",
         "instance_count": "--instance-count (SageMaker scales serverless endpoints itself)",
@@ -115,16 +112,16 @@ def check_serverless(settings: ServerlessSettings, deploy: Any, defaults: Any) -
 
 
 def _check_payload_env(environment: Mapping[str, str]) -> None:
-    raw = environment.get(MAX_PAYLOAD_ENV)
+    raw = environment.get(parameters.MAX_PAYLOAD_IN_MB)
     if raw is None:
         return
     try:
         value = float(raw)
     except ValueError:
-        raise LaunchError(f"{MAX_PAYLOAD_ENV}={raw!r} is not a number") from None
+        raise LaunchError(f"{parameters.MAX_PAYLOAD_IN_MB}={raw!r} is not a number") from None
     if value > PAYLOAD_MB:
         raise LaunchError(
-            f"{MAX_PAYLOAD_ENV}={raw}: serverless bodies are limited to {PAYLOAD_MB} MB "
+            f"{parameters.MAX_PAYLOAD_IN_MB}={raw}: serverless bodies are limited to {PAYLOAD_MB} MB "
             f"(allowed up to {PAYLOAD_MB})"
         )
 
