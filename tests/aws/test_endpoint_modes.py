@@ -25,7 +25,7 @@ from bincounter.serving.config import ServingConfig
 
 from .conftest import BUCKET, IMAGE, REGION
 from .motoserver import RecordingMotoServer
-from .test_launch import CONFIG_FLAGS, _photos, _run
+from .test_launch import CONFIG_FLAGS, _photos, _run, scalable_target
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -260,11 +260,8 @@ def test_async_deploy_request_scale_to_zero_and_delete(moto_server: RecordingMot
     served = ServingConfig.from_environment(model["PrimaryContainer"]["Environment"])
     assert (served.max_payload_mb, served.max_instances, served.timeout) == (64.0, 1000, 3600)
 
+    resource, target = scalable_target("bc-async")
     scaling = boto3.client("application-autoscaling", region_name=REGION)
-    resource = "endpoint/bc-async/variant/AllTraffic"
-    (target,) = scaling.describe_scalable_targets(
-        ServiceNamespace="sagemaker", ResourceIds=[resource]
-    )["ScalableTargets"]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 3)
     policies = {
         p["PolicyName"]: p

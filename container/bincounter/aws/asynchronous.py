@@ -44,6 +44,19 @@ ASYNC_ENVIRONMENT = {
 
 SNS_ARN_PREFIX = "arn:aws"
 
+#: The alarm that scales an endpoint up from zero: requests queued and no instance, 2 minutes.
+BACKLOG_WITHOUT_CAPACITY_ALARM: dict[str, Any] = {
+    "MetricName": "HasBacklogWithoutCapacity",
+    "Namespace": "AWS/SageMaker",
+    "Statistic": "Average",
+    "Period": 60,
+    "EvaluationPeriods": 2,
+    "DatapointsToAlarm": 2,
+    "Threshold": 1,
+    "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+    "TreatMissingData": "missing",
+}
+
 
 @dataclass
 class AsyncSettings:
@@ -155,17 +168,9 @@ def register_backlog_scaling(
     )
     session.client("cloudwatch").put_metric_alarm(
         AlarmName=alarm_name(endpoint),
-        MetricName="HasBacklogWithoutCapacity",
-        Namespace="AWS/SageMaker",
         Dimensions=dimensions,
-        Statistic="Average",
-        Period=60,
-        EvaluationPeriods=2,
-        DatapointsToAlarm=2,
-        Threshold=1,
-        ComparisonOperator="GreaterThanOrEqualToThreshold",
-        TreatMissingData="missing",
         AlarmActions=[step["PolicyARN"]],
+        **BACKLOG_WITHOUT_CAPACITY_ALARM,
     )
 
 

@@ -147,16 +147,10 @@ def invoke_async_command(args: argparse.Namespace) -> int:
 
     if not args.endpoint:
         raise UserError("give --endpoint NAME of an asynchronous endpoint")
-    answer = invoke_async(
-        config_from_args(args),
-        args.endpoint,
-        args.paths,
-        input_location=args.input_location,
-        input_prefix=args.input_prefix,
-        wait_timeout=args.wait_timeout,
-        poll_interval=args.poll,
-        invocation_timeout=args.invocation_timeout,
-    )
+    names = ("input_location", "input_prefix", "wait_timeout", "invocation_timeout")
+    options = {name: getattr(args, name) for name in names}
+    config = config_from_args(args)
+    answer = invoke_async(config, args.endpoint, args.paths, poll_interval=args.poll, **options)
     print(f"inference {answer.inference_id}: input {answer.input_location}")
     where = answer.failure_location if answer.failed else answer.output_location
     print(f"{'failure' if answer.failed else 'output'} {where}")
