@@ -14,6 +14,11 @@ Auto Scaling, but (see ``shared/notes/sagemaker-sdk-v3.md``) it:
   invocations are answered here instead, with a JSON body built by ``invoke_answer``, and the
   raw bytes are recorded.
 
+``InvokeEndpointAsync`` is moto's own (recorded here, headers included): it writes its answer
+at once to a fresh ``sagemaker-output-<uuid>`` bucket, not to the endpoint's ``S3OutputPath``,
+and does not check that the endpoint exists. Every request's method and path is kept in
+``seen`` so a test can wait for a client to have polled an object (``wait_seen``).
+
 Nothing in the code under test is patched: it talks HTTP to this server via
 ``AWS_ENDPOINT_URL``.
 """
@@ -85,7 +90,8 @@ class RecordingMotoServer:
         self.port = port
         self.records: list[Recorded] = []
         self.invoke_answer: Callable[[str, bytes, str], dict[str, Any]] = default_answer
-        self._lock = threading.Lock()
+        self.seen: list[tuple[str, str]] = []
+        self._lock = threading.Condition()
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -99,6 +105,11 @@ class RecordingMotoServer:
         with self._lock:
             return [r.json for r in self.records if r.action == action]
 
+    def wait_seen(self, method: str, path: str, timeout: float = 30) -> bool:
+        """Block until a ``method`` request for ``path`` has arrived (True) or ``timeout``."""
+        with self._lock:
+            return self._lock.wait_for(lambda: (method, path) in self.seen, timeout)
+
     def invocations(self) -> list[Recorded]:
         with self._lock:
             return [r for r in self.records if r.action == "InvokeEndpoint"]
@@ -109,12 +120,16 @@ class RecordingMotoServer:
             target = environ.get("HTTP_X_AMZ_TARGET", "")
             path = environ.get("PATH_INFO", "")
             auth = environ.get("HTTP_AUTHORIZATION", "")
+            with self._lock:
+                self.seen.append((environ.get("REQUEST_METHOD", ""), path))
+                self._lock.notify_all()
             is_runtime = (
                 "/sagemaker/" in auth
                 and path.startswith("/endpoints/")
                 and path.endswith("/invocations")
             )
-            if not (target.startswith("SageMaker.") or is_runtime):
+            is_async = "/sagemaker/" in auth and path.endswith("/async-invocations")
+            if not (target.startswith("SageMaker.") or is_runtime or is_async):
                 return inner(environ, start_response)  # S3, STS, ...: untouched
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
@@ -125,9 +140,14 @@ class RecordingMotoServer:
                 if k.startswith("HTTP_")
             }
             headers["content-type"] = environ.get("CONTENT_TYPE", "")
-            action = "InvokeEndpoint" if is_runtime else target.split(".", 1)[1]
+            if is_runtime or is_async:
+                action = "InvokeEndpoint" if is_runtime else "InvokeEndpointAsync"
+            else:
+                action = target.split(".", 1)[1]
             with self._lock:
                 self.records.append(Recorded(action, body, headers, path))
+            if is_async:
+                return inner(environ, start_response)
             if is_runtime:
                 endpoint = path.split("/")[2]
                 answer = json.dumps(

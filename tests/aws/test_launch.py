@@ -44,6 +44,16 @@ def _sm():
     return boto3.client("sagemaker", region_name=REGION)
 
 
+def scalable_target(endpoint: str) -> tuple[str, dict]:
+    """The endpoint variant's autoscaling resource id and its one registered scalable target."""
+    resource = f"endpoint/{endpoint}/variant/AllTraffic"
+    scaling = boto3.client("application-autoscaling", region_name=REGION)
+    (target,) = scaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[resource]
+    )["ScalableTargets"]
+    return resource, target
+
+
 def _run(argv: list[str], capsys) -> str:
     status = main(argv)
     captured = capsys.readouterr()
@@ -569,11 +579,8 @@ def test_deploy_with_autoscaling_registers_target_tracking_and_delete_removes_it
         capsys,
     )
     assert "autoscaling: 1..4 instances" in out
+    resource, target = scalable_target("bc-scaled")
     scaling = boto3.client("application-autoscaling", region_name=REGION)
-    resource = "endpoint/bc-scaled/variant/AllTraffic"
-    (target,) = scaling.describe_scalable_targets(
-        ServiceNamespace="sagemaker", ResourceIds=[resource]
-    )["ScalableTargets"]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
     assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
     (policy,) = scaling.describe_scaling_policies(

@@ -19,7 +19,12 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
   hyperparameters of a tuning job.
 * ``endpoints`` deploy (Model + EndpointConfig + Endpoint, data capture, autoscaling, start-up
   health-check timeout) and delete.
+* ``serverless`` serverless endpoints: ``ServerlessConfig``, SageMaker's limits (memory, max
+  concurrency, CPU only, 4 MB bodies, 10 GB image in ECR) checked before any request.
+* ``asynchronous`` asynchronous endpoints: ``AsyncInferenceConfig``, scale to zero on the
+  queue, and the container's async limits.
 * ``invoke``   photos to an endpoint or a local server, parsed answers back.
+* ``invoke_async`` one request to an asynchronous endpoint: upload, invoke, poll S3.
 * ``transform`` batch transform over an S3 prefix of photos.
 * ``local``    SageMaker local mode with a locally built image, for the container tests:
   ``local_train(image, channels, hyperparameters=None, *, instance_count=1,

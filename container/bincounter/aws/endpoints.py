@@ -3,9 +3,11 @@
 * ``deploy(config, model_data, DeploySettings(...))`` creates a Model, an EndpointConfig and an
   Endpoint, all with the same name, through ``sagemaker.core.resources`` (SDK v3), with optional
   data capture to S3 (for Model Monitor), optional target-tracking autoscaling on invocations
-  per instance, and the container start-up health-check timeout.
+  per instance, and the container start-up health-check timeout; or a serverless endpoint
+  (``serverless.py``) or an asynchronous one with scale to zero (``asynchronous.py``).
 * ``delete(config, name)`` removes the endpoint, its config and its model(s), and the
-  autoscaling target if one was registered: an endpoint bills per hour until deleted.
+  autoscaling target (and an asynchronous endpoint's scale-from-zero alarm) if one was
+  registered: an endpoint bills per hour until deleted.
 * ``create_model`` is the Model alone, which batch transform (``transform.py``) uses too.
 
 Sending photos to an endpoint is ``invoke.py``; batch transform is ``transform.py``.
@@ -19,8 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import LaunchError
+from .asynchronous import ASYNC_ENVIRONMENT, AsyncSettings, alarm_name, register_backlog_scaling
 from .config import AwsConfig
 from .jobs import timestamped
+from .serverless import (
+    SERVERLESS_ENVIRONMENT,
+    ServerlessSettings,
+    check_image_size,
+    check_serverless,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +116,30 @@ def create_model(
     return name
 
 
-def deploy(
-    config: AwsConfig, model_data: str, settings: DeploySettings | None = None, *, wait: bool = True
-) -> Deployment:
-    """Model + EndpointConfig + Endpoint from ``model_data`` (an ``s3://.../model.tar.gz``)."""
+def _capture_config(settings: DeploySettings) -> Any:
+    """Data capture of requests and responses to S3 (for Model Monitor), or None."""
     from sagemaker.core import shapes
-    from sagemaker.core.resources import Endpoint, EndpointConfig
 
-    settings = settings or DeploySettings()
-    settings.check()
-    autoscale = settings.max_instances is not None and settings.max_instances > 1
-    if autoscale and not wait:
-        raise LaunchError("autoscaling is registered once the endpoint is InService: keep --wait")
-    name = settings.name or timestamped("bincounter")
-    create_model(config, model_data, name, settings.environment)
+    if not settings.data_capture_uri:
+        return None
+    return shapes.DataCaptureConfig(
+        enable_capture=True,
+        initial_sampling_percentage=settings.data_capture_percent,
+        destination_s3_uri=settings.data_capture_uri,
+        capture_options=[
+            shapes.CaptureOption(capture_mode="Input"),
+            shapes.CaptureOption(capture_mode="Output"),
+        ],
+        capture_content_type_header=shapes.CaptureContentTypeHeader(
+            json_content_types=["application/json"]
+        ),
+    )
+
+
+def _variant(name: str, settings: DeploySettings) -> Any:
+    """The one production variant on instances."""
+    from sagemaker.core import shapes
+
     variant = shapes.ProductionVariant(
         variant_name=VARIANT,
         model_name=name,
@@ -130,24 +149,65 @@ def deploy(
     )
     if settings.model_download_timeout:
         variant.model_data_download_timeout_in_seconds = settings.model_download_timeout
-    capture = None
-    if settings.data_capture_uri:
-        capture = shapes.DataCaptureConfig(
-            enable_capture=True,
-            initial_sampling_percentage=settings.data_capture_percent,
-            destination_s3_uri=settings.data_capture_uri,
-            capture_options=[
-                shapes.CaptureOption(capture_mode="Input"),
-                shapes.CaptureOption(capture_mode="Output"),
-            ],
-            capture_content_type_header=shapes.CaptureContentTypeHeader(
-                json_content_types=["application/json"]
-            ),
+    return variant
+
+
+def check_modes(
+    config: AwsConfig,
+    settings: DeploySettings,
+    serverless: ServerlessSettings | None,
+    asynchronous: AsyncSettings | None,
+) -> dict[str, str]:
+    """Check a serverless or asynchronous request against its limits; the container's
+    environment (the mode's limits, then the user's ``--env`` on top)."""
+    if serverless is not None and asynchronous is not None:
+        raise LaunchError("an endpoint is either serverless or asynchronous, not both")
+    if serverless is not None:
+        check_serverless(serverless, settings, DeploySettings())
+        log.info(check_image_size(config, config.require_image()))
+        return {**SERVERLESS_ENVIRONMENT, **settings.environment}
+    if asynchronous is not None:
+        asynchronous.check()
+        return {**ASYNC_ENVIRONMENT, **settings.environment}
+    return dict(settings.environment)
+
+
+def deploy(
+    config: AwsConfig,
+    model_data: str,
+    settings: DeploySettings | None = None,
+    *,
+    wait: bool = True,
+    serverless: ServerlessSettings | None = None,
+    asynchronous: AsyncSettings | None = None,
+) -> Deployment:
+    """Model + EndpointConfig + Endpoint from ``model_data`` (an ``s3://.../model.tar.gz``):
+    real-time on instances by default, or serverless, or asynchronous (``serverless.py``,
+    ``asynchronous.py``), every limit checked before the first request."""
+    from sagemaker.core.resources import Endpoint, EndpointConfig
+
+    settings = settings or DeploySettings()
+    settings.check()
+    environment = check_modes(config, settings, serverless, asynchronous)
+    autoscale = settings.max_instances is not None and (
+        settings.max_instances > 1 or asynchronous is not None
+    )
+    if autoscale and not wait:
+        raise LaunchError("autoscaling is registered once the endpoint is InService: keep --wait")
+    name = settings.name or timestamped("bincounter")
+    create_model(config, model_data, name, environment)
+    if serverless is not None:  # see ServerlessSettings.variant_request for why not the SDK
+        config.boto_session().client("sagemaker").create_endpoint_config(
+            EndpointConfigName=name, ProductionVariants=[serverless.variant_request(VARIANT, name)]
         )
-    config_kwargs: dict[str, Any] = {"production_variants": [variant]}
-    if capture is not None:
-        config_kwargs["data_capture_config"] = capture
-    EndpointConfig.create(endpoint_config_name=name, **config_kwargs, **resource_kwargs(config))
+    else:
+        config_kwargs: dict[str, Any] = {"production_variants": [_variant(name, settings)]}
+        capture = _capture_config(settings)
+        if capture is not None:
+            config_kwargs["data_capture_config"] = capture
+        if asynchronous is not None:
+            config_kwargs["async_inference_config"] = asynchronous.inference_config()
+        EndpointConfig.create(endpoint_config_name=name, **config_kwargs, **resource_kwargs(config))
     endpoint = Endpoint.create(
         endpoint_name=name, endpoint_config_name=name, **resource_kwargs(config)
     )
@@ -155,7 +215,16 @@ def deploy(
     if wait:
         endpoint.wait_for_status("InService")
         status = "InService"
-        if autoscale:
+        if autoscale and asynchronous is not None:
+            register_backlog_scaling(
+                config,
+                name,
+                asynchronous,
+                int(settings.max_instances or 1),
+                resource_id=f"endpoint/{name}/variant/{VARIANT}",
+                dimension=SCALABLE_DIMENSION,
+            )
+        elif autoscale:
             register_autoscaling(config, name, settings)
     return Deployment(name, name, name, status, autoscale)
 
@@ -230,6 +299,10 @@ def delete(config: AwsConfig, name: str, *, keep_model: bool = False) -> list[st
             ScalableDimension=SCALABLE_DIMENSION,
         ),
     )
+    cloudwatch = session.client("cloudwatch")
+    alarm = alarm_name(name)
+    if cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]:
+        attempt(f"alarm {alarm}", lambda: cloudwatch.delete_alarms(AlarmNames=[alarm]))
     if described is not None:
         sm.delete_endpoint(EndpointName=name)
         removed.append(f"endpoint {name}")
