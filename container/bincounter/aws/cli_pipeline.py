@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import time
 from typing import Any
 
@@ -99,12 +100,17 @@ def pipeline_settings(args: argparse.Namespace) -> PipelineSettings:
 
 
 def _pipeline(args: argparse.Namespace, config: AwsConfig) -> Any:
+    settings = pipeline_settings(args)
+    settings.check()
+    # sagemaker-mlops imports sagemaker.serve, which makes a boto3 client at import time and
+    # fails there without a default region, whatever --region says.
+    os.environ.setdefault("AWS_DEFAULT_REGION", config.require_region())
     from sagemaker.core.workflow.pipeline_context import PipelineSession
 
     from .pipeline import build_pipeline
 
     session = PipelineSession(boto_session=config.boto_session(), default_bucket=config.bucket)
-    return build_pipeline(config, pipeline_settings(args), session=session)
+    return build_pipeline(config, settings, session=session)
 
 
 def cmd_definition(args: argparse.Namespace) -> int:
