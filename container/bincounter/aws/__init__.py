@@ -30,6 +30,8 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
   ``.delete()``); ``docker_problem() -> str | None``.
 * ``pipeline`` the SageMaker Pipeline (prepare, train or tune, evaluate, gate, register), SDK v3
   ``sagemaker-mlops``.
+* ``local_pipeline`` that pipeline run on this machine (the SDK's local pipelines, docker),
+  with the SDK's missing pieces worked around.
 * ``registry`` the Model Registry: register from the evaluate step's files, list, approve.
 * ``cli``      ``bincounter-aws`` (``scripts/`` wraps its subcommands); the subcommands by group:
   ``cli_data`` (prepare, assemble, upload), ``cli_jobs`` (tune, best, train), ``cli_hosting``
