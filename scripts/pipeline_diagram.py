@@ -18,7 +18,11 @@ from bincounter.aws.pipeline import GATE  # noqa: E402
 def main() -> None:
     fig, ax = plt.subplots(figsize=(15, 4.2))
     ax.set_axis_off()
-    main_steps = ["prepare\n(Processing)", "train\n(Training, spot)", "evaluate\n(Processing)"]
+    main_steps = [
+        "prepare\n(Processing)",
+        "train\n(Training, spot)\nor tune (--tune)",
+        "evaluate\n(Processing)",
+    ]
     main_steps += [f"gate-{c}\n{m} {op}\n{bar}" for c, m, op, bar, _ in GATE]
     main_steps.append("register\n(model package,\nPendingManualApproval)")
     xs = [i * 1.9 for i in range(len(main_steps))]

@@ -144,3 +144,56 @@ def test_upsert_and_start_reach_the_server(moto_server, capsys):
     # no approved package yet: no baseline parameters
     assert values == {"PlanUri": plan, "MinAccuracy": "0.3"}
     assert main(["pipeline", "start", *FLAGS, "--name", "bc-pipe", "--plan-uri", "plan/"]) == 2
+
+
+def test_tune_builds_a_tuning_step_whose_best_model_is_evaluated(moto_server, capsys):
+    definition = _definition(capsys, "--tune", "--range", "epochs=", "--max-jobs", "4")
+    steps = _steps(definition)
+    assert "train" not in steps and [s["Name"] for s in definition["Steps"]][:3] == [
+        "prepare",
+        "tune",
+        "evaluate",
+    ]
+    tune = steps["tune"]
+    assert tune["Type"] == "Tuning"
+    config = tune["Arguments"]["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {
+        "Type": "Maximize",
+        "MetricName": "validation:accuracy",
+    }
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 3}
+    job = tune["Arguments"]["TrainingJobDefinition"]
+    assert job["StaticHyperParameters"] == {"epochs": {"Get": "Parameters.Hp_epochs"}}
+    ranges = job["HyperParameterRanges"]
+    assert [r["Name"] for r in ranges["ContinuousParameterRanges"]] == ["lr"]
+    assert ranges["CategoricalParameterRanges"] == [
+        {"Name": "batch_size", "Values": ["16", "32", "64"]}
+    ]
+    assert job["EnableManagedSpotTraining"] == {"Get": "Parameters.TrainingSpot"}
+    assert any(
+        d["Name"] == "validation:accuracy"
+        for d in job["AlgorithmSpecification"]["MetricDefinitions"]
+    )
+    # evaluate (and register) read the best training job's model.tar.gz
+    assert _refs(steps["evaluate"]["Arguments"]) == {"prepare", "tune"}
+    model = steps["evaluate"]["Arguments"]["ProcessingInputs"][0]["S3Input"]["S3Uri"]
+    assert {"Get": "Steps.tune.BestTrainingJob.TrainingJobName"} in model["Std:Join"]["Values"]
+    assert model["Std:Join"]["Values"][-2:] == ["output", "model.tar.gz"]
+    assert _refs(steps["register"]["Arguments"]) == {"tune", "evaluate"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--range", "lr=0.01:0.1"], "without tune"),
+        (["--tune"], "both tuned and fixed"),
+        (["--tune", "--range", "epochs=", "--range", "nope=1:2"], "not hyperparameters"),
+        (
+            ["--tune", "--range", "epochs=", "--max-jobs", "2"],
+            "max parallel jobs (3) > max jobs (2)",
+        ),
+    ],
+)
+def test_bad_tune_options_are_user_errors(moto_server, capsys, extra, words):
+    assert main(["pipeline", "definition", *FLAGS, "--hp", "epochs=2", *extra]) == 2
+    assert words in capsys.readouterr().err

@@ -72,7 +72,7 @@ def test_register_list_approve_and_the_gate_baseline(moto_server, aws_config, ca
     listed = capsys.readouterr().out
     assert "Approved" in listed and "Rejected" in listed and "test_accuracy=0.41" in listed
 
-    from bincounter.aws.pipeline_cli import gate_baseline
+    from bincounter.aws.cli_pipeline import gate_baseline
 
     floor = gate_baseline(aws_config, "reg", 0.01, 0.05)
     assert floor["BaselineAccuracyFloor"] == 0.41 - 0.01

@@ -33,12 +33,15 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
   name="bincounter-local", port=8080, environment=None, instance_type="local",
   region="us-east-1") -> LocalEndpoint`` (``.url``, ``.invoke(body, content_type)``,
   ``.delete()``); ``docker_problem() -> str | None``.
-* ``pipeline`` the SageMaker Pipeline (prepare, train, evaluate, gate, register), SDK v3
-  ``sagemaker-mlops``; ``pipeline_cli`` its ``pipeline``/``registry`` subcommands.
+* ``pipeline`` the SageMaker Pipeline (prepare, train or tune, evaluate, gate, register), SDK v3
+  ``sagemaker-mlops``.
+* ``local_pipeline`` that pipeline run on this machine (the SDK's local pipelines, docker),
+  with the SDK's missing pieces worked around.
 * ``registry`` the Model Registry: register from the evaluate step's files, list, approve.
 * ``cli``      ``bincounter-aws`` (``scripts/`` wraps its subcommands); the subcommands by group:
   ``cli_data`` (prepare, assemble, upload), ``cli_jobs`` (tune, best, train), ``cli_hosting``
-  (deploy, delete, invoke, transform), and ``cli_shared``'s flags they share.
+  (deploy, delete, invoke, transform), ``cli_pipeline`` (pipeline, registry), and
+  ``cli_shared``'s flags they share.
 
 See ``docs/aws.md`` for the workflow.
 """

@@ -7,8 +7,9 @@ variables and file). Errors a person can fix print one line and exit with status
 exit with status 1. See ``docs/aws.md`` for the workflow with examples.
 
 The subcommands are defined by command group: ``cli_data`` (prepare, assemble, upload),
-``cli_jobs`` (tune, best, train) and ``cli_hosting`` (deploy, delete, invoke, transform); the
-flags they share are ``cli_shared``'s.
+``cli_jobs`` (tune, best, train), ``cli_hosting`` (deploy, delete, invoke, transform) and
+``cli_pipeline`` (the ``pipeline`` and ``registry`` groups); the flags they share are
+``cli_shared``'s.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 from .. import logs
 from ..errors import UserError
-from . import cli_data, cli_hosting, cli_jobs
+from . import cli_data, cli_hosting, cli_jobs, cli_pipeline
 from .cli_shared import channels_parent, config_parent, jobs_parent
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_data.add_parsers(sub, config)
     cli_jobs.add_parsers(sub, config, channels_parent(), jobs_parent())
     cli_hosting.add_parsers(sub, config)
+    cli_pipeline.add_parsers(sub, config)
     return parser
 
 

@@ -17,14 +17,42 @@ from .local import LOCAL_ENDPOINT, LOCAL_PORT
 from .serverless import ServerlessSettings
 from .transform import TransformSettings
 
+# ---- model packages (issue 23): ``--model-package`` instead of ``--model-data``
+MODEL_PACKAGE = SettingFlag(
+    "--model-package",
+    None,
+    {
+        "metavar": "ARN|latest:GROUP",
+        "help": "an approved model package, or the newest approved in GROUP (registry list), "
+        "instead of --model-data",
+    },
+)
+
+
+def resolve_model_source(args: argparse.Namespace, *, alternatives: str = "") -> None:
+    """Turn ``--model-package`` into ``args.model_data`` (and the package's image unless
+    ``--image`` names one); exactly one model source, else a clear error."""
+    given = [f for f in ("model_data", "model_package", "model_name") if getattr(args, f, None)]
+    flags = "--model-data or --model-package" + (f" or {alternatives}" if alternatives else "")
+    if len(given) != 1:
+        raise UserError(f"give one of {flags}" + (f" (got {len(given)})" if given else ""))
+    if not args.model_package:
+        return
+    if getattr(args, "local", False):
+        raise UserError("--local serves a model.tar.gz on this machine: give --model-data PATH")
+    from .registry import resolve_package
+
+    package = resolve_package(config_from_args(args), args.model_package)
+    args.model_data = package.model_data
+    args.image = args.image or package.image
+
+
+# ---- end model packages
+
 WAIT = SettingFlag("--wait", None, {"action": argparse.BooleanOptionalAction, "default": True})
 
 DEPLOY_FLAGS = (
-    SettingFlag(
-        "--model-data",
-        None,
-        {"required": True, "help": "s3://.../model.tar.gz (local: a path)"},
-    ),
+    SettingFlag("--model-data", None, {"help": "s3://.../model.tar.gz (local: a path)"}),
     SettingFlag("--name", "name", {"help": "endpoint/config/model name (default timestamped)"}),
     SettingFlag("--instance-type", "instance_type"),
     SettingFlag("--instance-count", "instance_count", {"type": int}),
@@ -53,6 +81,7 @@ DEPLOY_FLAGS = (
         {"action": "append", "metavar": "KEY=VALUE", "help": "serving environment"},
         parse_assignments,
     ),
+    MODEL_PACKAGE,
     WAIT,
     SettingFlag(
         "--local", None, {"action": "store_true", "help": "serve locally with SDK local mode"}
@@ -177,6 +206,7 @@ TRANSFORM_FLAGS = (
     SettingFlag("--input", None, {"required": True, "help": "s3:// prefix of photos"}),
     SettingFlag("--model-name", None, {"help": "existing SageMaker model (e.g. from deploy)"}),
     SettingFlag("--model-data", None, {"help": "or s3://.../model.tar.gz to create one"}),
+    MODEL_PACKAGE,
     SettingFlag("--output", None, {"help": "S3 prefix for answers (default .../transform/<job>)"}),
     SettingFlag("--instance-type", "instance_type"),
     SettingFlag("--instance-count", "instance_count", {"type": int}),
@@ -211,6 +241,7 @@ def _serve_locally(args: argparse.Namespace, settings: DeploySettings) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    resolve_model_source(args)
     settings = settings_from_args(DeploySettings, args, DEPLOY_FLAGS)
     serverless, asynchronous = deploy_modes(args)  # issue 24
     if args.local:
@@ -264,6 +295,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 def cmd_transform(args: argparse.Namespace) -> int:
     from .transform import transform
 
+    resolve_model_source(args, alternatives="--model-name")
     config = config_from_args(args)
     launch = transform(
         config,

@@ -1,7 +1,9 @@
 """From a plan to a registered model: a SageMaker Pipeline (SDK v3, ``sagemaker-mlops``).
 
 Steps, all on the one bincounter image: ``prepare`` (the existing Processing job over an
-uploaded plan) -> ``train`` (the image's ``train``, spot and checkpoints as ``train_job``) ->
+uploaded plan) -> ``train`` (the image's ``train``, spot and checkpoints as ``train_job``), or
+with ``PipelineSettings.tune`` a ``tune`` step (a tuning job over the same training job
+definition, maximising ``validation:accuracy``; its best job's model goes on) ->
 ``evaluate`` (a Processing job running ``bincounter.training.scoring``: training's own
 ``evaluate`` on the test channel; ``evaluation.json`` is its property file) -> four gate checks
 (``ConditionStep``), each refusing with its own ``FailStep`` whose message names the metric,
@@ -16,6 +18,16 @@ pipeline parameters in the fields a run may change; ``JobRequestStep`` hands the
 The gate compares with the latest *approved* package of the group: Pipelines cannot query the
 registry, so ``start`` reads it and passes ``BaselineAccuracyFloor`` (its accuracy less the
 margin) and ``BaselineRmseCeiling`` (its RMSE plus the margin) as parameters.
+
+Why tuning is chosen when the pipeline is built and not by a run-time parameter: a
+``ConditionStep`` on a ``Tune`` parameter could run ``tune`` in one branch and ``train`` in the
+other, but the evaluate step after them must name the model of the branch that ran, and
+Pipelines has no function that picks whichever of two step properties exists (only ``Join``,
+``JsonGet``): a step that reads a property of a step in the branch not taken does not run
+(the SDK's local executor blocks every step downstream of the skipped branch,
+``_ConditionStepExecutor._block_all_downstream_steps``, as the service does). Putting evaluate,
+gate and register into both branches would double the graph (each name used once) for no
+other gain, so ``--tune`` builds the pipeline with a ``tune`` step instead of ``train``.
 """
 
 from __future__ import annotations
@@ -26,11 +38,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..training.metrics import METRIC_DEFINITIONS
+from ..training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 from ..training.scoring import EVALUATION_FILE, EVALUATION_OUTPUT, MODEL_INPUT, TEST_INPUT
 from .config import AwsConfig
 from .inputs import LaunchError, validate_hyperparameters
+from .jobs import TuningSettings
 from .processing import ProcessingSettings, container_arguments, processing_request
+from .ranges import build_ranges, validate_ranges
 from .registry import METADATA_SOURCES, check_group, package_request
 
 log = logging.getLogger(__name__)
@@ -45,6 +59,7 @@ SPLITS = ("train", "validation", "test")
 STEP_SHAPES = {
     "Training": "DescribeTrainingJobResponse",
     "Processing": "DescribeProcessingJobResponse",
+    "Tuning": "DescribeHyperParameterTuningJobResponse",
     "RegisterModel": "DescribeModelPackageOutput",
 }
 
@@ -103,6 +118,11 @@ class PipelineSettings:
     volume_size_gb: int = 30
     register: bool = True
     parameter_defaults: dict[str, Any] = field(default_factory=dict)
+    #: A ``tune`` step (tuning job, best job's model evaluated) instead of ``train``.
+    tune: bool = False
+    #: ``NAME=SPEC`` overrides of the default ranges (``ranges.build_ranges``), with ``tune``.
+    ranges: dict[str, str] = field(default_factory=dict)
+    tuning: TuningSettings = field(default_factory=TuningSettings)
 
     def check(self) -> None:
         if not PIPELINE_NAME.match(self.name):
@@ -117,6 +137,11 @@ class PipelineSettings:
             if not HP_PARAMETER.match(name):
                 raise LaunchError(f"hyperparameter name {name!r} cannot be a pipeline parameter")
         validate_hyperparameters(self.hyperparameters)
+        if self.tune:
+            self.tuning.check()
+            validate_ranges(build_ranges(self.ranges), self.hyperparameters)
+        elif self.ranges:
+            raise LaunchError("tuning ranges given without tune: add --tune or drop --range")
 
 
 def _parameters(settings: PipelineSettings) -> dict[str, Any]:
@@ -280,6 +305,53 @@ def _training_request(
     }
 
 
+def _tuning_request(settings: PipelineSettings, training: dict[str, Any]) -> dict[str, Any]:
+    """CreateHyperParameterTuningJob over ``training`` (the train step's own request, its
+    hyperparameters made static), maximising the objective ``tune`` maximises."""
+    definition = {k: v for k, v in training.items() if k != "HyperParameters"}
+    definition["StaticHyperParameters"] = training["HyperParameters"]
+    definition["HyperParameterRanges"] = _range_request(build_ranges(settings.ranges))
+    tuning = settings.tuning
+    return {
+        "HyperParameterTuningJobConfig": {
+            "Strategy": tuning.strategy,
+            "HyperParameterTuningJobObjective": {
+                "Type": "Maximize",
+                "MetricName": OBJECTIVE_METRIC,
+            },
+            "ResourceLimits": {
+                "MaxNumberOfTrainingJobs": tuning.max_jobs,
+                "MaxParallelTrainingJobs": tuning.max_parallel_jobs,
+            },
+            "TrainingJobEarlyStoppingType": "Auto" if tuning.early_stopping else "Off",
+        },
+        "TrainingJobDefinition": definition,
+    }
+
+
+def _range_request(ranges: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``HyperParameterRanges`` in the API's shape, from ``ranges.RangeSpec``s."""
+    shaped: dict[str, list[dict[str, Any]]] = {
+        "IntegerParameterRanges": [],
+        "ContinuousParameterRanges": [],
+        "CategoricalParameterRanges": [],
+    }
+    for name, spec in ranges.items():
+        if spec.kind == "categorical":
+            shaped["CategoricalParameterRanges"].append({"Name": name, "Values": list(spec.values)})
+            continue
+        key = "IntegerParameterRanges" if spec.kind == "integer" else "ContinuousParameterRanges"
+        shaped[key].append(
+            {
+                "Name": name,
+                "MinValue": str(spec.low),
+                "MaxValue": str(spec.high),
+                "ScalingType": spec.scaling,
+            }
+        )
+    return {k: v for k, v in shaped.items() if v}
+
+
 def _evaluate_request(
     config: AwsConfig, p: Mapping[str, Any], model_data: Any, test_uri: Any, out_uri: Any
 ) -> dict[str, Any]:
@@ -367,10 +439,15 @@ def build_pipeline(config: AwsConfig, settings: PipelineSettings, session: Any =
     )
     data = prepare.properties.ProcessingOutputConfig.Outputs["data"].S3Output.S3Uri
     channels = {s: Join(on="/", values=[data, s]) for s in SPLITS}
-    train = step_class(
-        "train", StepTypeEnum.TRAINING, _training_request(config, settings, p, channels)
-    )
-    model_data = train.properties.ModelArtifacts.S3ModelArtifacts
+    training = _training_request(config, settings, p, channels)
+    if settings.tune:
+        train = step_class("tune", StepTypeEnum.TUNING, _tuning_request(settings, training))
+        best = train.properties.BestTrainingJob.TrainingJobName
+        output = training["OutputDataConfig"]["S3OutputPath"]
+        model_data = Join(on="/", values=[output, best, "output", "model.tar.gz"])
+    else:
+        train = step_class("train", StepTypeEnum.TRAINING, training)
+        model_data = train.properties.ModelArtifacts.S3ModelArtifacts
     evaluation = PropertyFile(name="evaluation", output_name="evaluation", path=EVALUATION_FILE)
     out_uri = run_uri("evaluation")
     evaluate = step_class(

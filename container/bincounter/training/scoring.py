@@ -58,7 +58,15 @@ def unpack_model(folder: Path, into: Path) -> Path:
     if not archive.is_file():
         raise DataError(f"no {CARD_FILE} and no {ARTIFACT} in the model input {folder}")
     with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+        else:  # Python < 3.11.4 (Debian bookworm's 3.11.2): the data filter's main refusals
+            root = into.resolve()
+            for member in tar.getmembers():
+                target = (root / member.name).resolve()
+                if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+                    raise DataError(f"{archive}: refusing member {member.name!r}")
+            tar.extractall(into)
     if not (into / CARD_FILE).is_file():
         raise DataError(f"{archive} holds no {CARD_FILE}: is it a bincounter model?")
     return into
