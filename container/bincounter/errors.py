@@ -31,3 +31,11 @@ class ConfigError(UserError):
 
 class ModelLoadError(UserError):
     """Model artefacts (weights, card, pretrained weights) are missing or do not match."""
+
+
+class StopRequested(Exception):
+    """SIGTERM arrived (SageMaker stop or spot interruption); a checkpoint was written.
+
+    Not a ``UserError``: the job is not failed, it exits with ``EXIT_STOPPED`` and a rerun
+    resumes.
+    """

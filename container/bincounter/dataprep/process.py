@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,7 @@ CHUNK = 256
 
 def processing_dir() -> Path:
     """``/opt/ml/processing`` (relocated with ``SAGEMAKER_BASE_DIR``, like the training tree)."""
-    return base_dir() / "processing"
+    return base_dir(os.environ) / "processing"
 
 
 def _fragment_is_complete(out_dir: Path, part: str) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..decision import TTA_CHOICES
 from ..errors import ConfigError
-from ..exported import PRECISIONS
+from ..openvino_ir import PRECISIONS
 from ..paths import DEFAULT_BASE_DIR, Paths
 
 #: ``auto``: OpenVINO on a CPU, the torch path on a GPU (``engines``).

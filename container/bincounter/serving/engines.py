@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import exported
+from .. import openvino_ir as exported
 from ..counting import probabilities64
 from ..decision import decide
 

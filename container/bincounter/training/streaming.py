@@ -63,7 +63,7 @@ from .. import CLASSES, IMAGE_SUFFIXES
 from .. import shards as tar_shards
 from ..errors import DataError
 from ..imaging import ImageError, augment, load_and_preprocess
-from .data import CountDataset, Sample, discover_channel, make_loader, verify_samples
+from .data import ChannelPhoto, CountDataset, discover_channel, make_loader, verify_samples
 from .distributed import DistContext, all_reduce_sum, processes_per_host
 from .environment import TrainingEnvironment
 from .hyperparameters import HyperParameters
@@ -77,12 +77,12 @@ SHUFFLE_BUFFER = 1000
 _NAMED_PROBLEMS = 20
 
 
-class ShardChannel(list[Sample]):
-    """The verified samples of a shard channel (``Sample.path`` is the shard file), plus what
+class ShardChannel(list[ChannelPhoto]):
+    """The verified samples of a shard channel (``ChannelPhoto.path`` is the shard file), plus what
     streaming needs: the good (key, count) pairs of each shard in archive order, and who
     holds which shards.
 
-    A list of ``Sample`` so class counts, class weights and sizes work as for folders; under
+    A list of ``ChannelPhoto`` so class counts, class weights and sizes work as for folders; under
     ``ShardedByS3Key`` it holds this host's share only.
     """
 
@@ -95,7 +95,9 @@ class ShardChannel(list[Sample]):
         local_world: int = 1,
     ) -> None:
         super().__init__(
-            Sample(key, files[shard], count) for shard in sorted(good) for key, count in good[shard]
+            ChannelPhoto(key, files[shard], count)
+            for shard in sorted(good)
+            for key, count in good[shard]
         )
         self.name = name
         self.files = files
@@ -335,7 +337,7 @@ def index_pipe(
 
 def load_channel(
     name: str, root: Path, env: TrainingEnvironment, hp: HyperParameters, workers: int
-) -> list[Sample]:
+) -> list[ChannelPhoto]:
     """One channel, verified: a Pipe stream of shards, shards when it holds ``*.tar`` files,
     photo folders otherwise."""
     config = env.input_data_config.get(name, {})
@@ -364,7 +366,7 @@ def load_channel(
     return verify_samples(name, found, hp.image_size, hp.max_bad_fraction, workers=workers)
 
 
-def photo_files(channel: list[Sample], folder: Path) -> list[Sample]:
+def photo_files(channel: list[ChannelPhoto], folder: Path) -> list[ChannelPhoto]:
     """``channel``'s good photos as files that anything can open by path (the OpenVINO export
     reads validation and test photos so).
 
@@ -380,11 +382,11 @@ def photo_files(channel: list[Sample], folder: Path) -> list[Sample]:
     if not isinstance(channel, ShardChannel):
         return list(channel)
     folder.mkdir(parents=True, exist_ok=True)
-    photos: list[Sample] = []
+    photos: list[ChannelPhoto] = []
     for key, count, image in channel.read(sorted(channel.good)):
         path = folder / f"{len(photos):08d}.{tar_shards.IMAGE_EXT}"
         path.write_bytes(image)
-        photos.append(Sample(key, path, count))
+        photos.append(ChannelPhoto(key, path, count))
     return photos
 
 
@@ -590,7 +592,7 @@ def _global_size(channel: ShardChannel, ctx: DistContext) -> int:
 
 
 def make_reader(
-    samples: list[Sample],
+    samples: list[ChannelPhoto],
     hp: HyperParameters,
     ctx: DistContext,
     workers: int,
