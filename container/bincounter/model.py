@@ -116,8 +116,10 @@ def save_model(
     """
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
+    # Saved through a file object: given a path, torch.save names the archive's records after
+    # the (random) temporary file, and the same weights would give other bytes and checksums.
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     card = {
         "format": "bincounter-model/1",
         "arch": arch,

@@ -49,7 +49,7 @@ from ..imaging import load_and_preprocess
 from ..model import CARD_FILE, load_card, load_model
 from ..params import INT8_MIN_AGREEMENT
 
-log = logging.getLogger("bincounter")
+log = logging.getLogger(__name__)
 
 #: Photos in the check set: enough that one flipped answer is a small fraction, small on disk.
 CHECK_PHOTOS = 32
