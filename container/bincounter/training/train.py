@@ -34,15 +34,13 @@ from tqdm import tqdm
 
 from .. import CLASSES
 from ..counting import (
-    RULES,
     average_variants,
-    choose_rule,
-    decide,
     dihedral_variants,
     head_for_loss,
     make_loss,
     probabilities,
 )
+from ..decision import RULES, choose_rule, decide
 from ..errors import DataError, StopRequested
 from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
