@@ -21,10 +21,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "container"))
 
-from bincounter import exported, logs  # noqa: E402
+from bincounter import logs, openvino_ir  # noqa: E402
 from bincounter.model import CARD_FILE, WEIGHTS_FILE, load_card  # noqa: E402
+from bincounter.params import INT8_MIN_AGREEMENT  # noqa: E402
 from bincounter.training.data import discover_channel  # noqa: E402
-from bincounter.training.export import INT8_MIN_AGREEMENT, export_openvino  # noqa: E402
+from bincounter.training.openvino_export import export_openvino  # noqa: E402
 
 
 def main() -> int:
@@ -39,7 +40,7 @@ def main() -> int:
     if args.out.exists():
         raise SystemExit(f"{args.out} exists: pick a fresh --out (a model is never overwritten)")
     card = load_card(args.model)
-    card.pop(exported.CARD_KEY, None)
+    card.pop(openvino_ir.CARD_KEY, None)
     hps = card.get("hyperparameters", {})
     args.out.mkdir(parents=True)
     shutil.copy2(args.model / WEIGHTS_FILE, args.out / WEIGHTS_FILE)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from bincounter.model import build_model  # noqa: E402
 from bincounter.shards import ShardWriter  # noqa: E402
 from bincounter.training.channels import ChannelInput, index_shards, make_reader  # noqa: E402
-from bincounter.training.data import CountDataset, Sample, auto_workers, make_loader  # noqa: E402
+from bincounter.training.data import ChannelPhoto, CountDataset, auto_workers, make_loader  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
 from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
 from bincounter.training.precision import TrainStep, model_to_device, resolve, to_device  # noqa: E402
@@ -79,7 +79,7 @@ def model_only(hp: HyperParameters, steps: int, warmup: int) -> float:
 
 
 def full_pipeline(
-    hp: HyperParameters, samples: list[Sample], steps: int, warmup: int, model: bool = True
+    hp: HyperParameters, samples: list[ChannelPhoto], steps: int, warmup: int, model: bool = True
 ) -> float:
     """``model=False``: the loader alone (what reading and decoding cost, without the step)."""
     _, step, ctx = _setup(hp)
@@ -119,7 +119,7 @@ def machine() -> str:
     return f"{model} [{' '.join(flags)}], {os.cpu_count()} CPUs, load average {load}"
 
 
-def compare_shards(hp: HyperParameters, samples: list[Sample], args) -> dict:
+def compare_shards(hp: HyperParameters, samples: list[ChannelPhoto], args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         writer = ShardWriter(Path(tmp), "train", 16 * 1024 * 1024)
         for s in samples:
@@ -162,7 +162,7 @@ def main() -> None:
     hp = HyperParameters(arch=args.arch, image_size=args.image_size, batch_size=args.batch_size)
     needed = (args.steps + args.warmup) * args.batch_size
     rows = [r for r in abid_labels("train")][:needed]
-    samples = [Sample(i, ABID / "images" / f"{i}.jpg", c) for i, c, _ in rows]
+    samples = [ChannelPhoto(i, ABID / "images" / f"{i}.jpg", c) for i, c, _ in rows]
     print(
         f"{hp.arch} {hp.image_size}px batch {hp.batch_size}, {args.steps} timed steps, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -61,6 +62,31 @@ def require_abid() -> None:
 
 
 ABID = _AbidFolder(ABID_ROOT)
+
+
+def parse_metrics(line: str) -> dict[str, float]:
+    """Read a log line back exactly as SageMaker would, one regex per metric."""
+    from bincounter.training.metrics import METRIC_DEFINITIONS
+
+    found = {}
+    for definition in METRIC_DEFINITIONS:
+        match = re.search(definition["Regex"], line)
+        if match:
+            found[definition["Name"]] = float(match.group(1))
+    return found
+
+
+def summarize(labels: list[int], predictions: list[int]) -> dict[str, object]:
+    """``summarize_confusion`` of the confusion matrix of class indices ``labels`` (rows)
+    against ``predictions`` (columns)."""
+    import numpy as np
+
+    from bincounter import CLASSES
+    from bincounter.training.metrics import summarize_confusion
+
+    matrix = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return summarize_confusion(matrix)
 
 
 def free_port() -> int:

@@ -66,3 +66,11 @@ class InvocationError(Exception):
         self.error = error
         self.message = message
         self.extra = extra
+
+
+class StopRequested(Exception):
+    """SIGTERM arrived (SageMaker stop or spot interruption); a checkpoint was written.
+
+    Not a ``UserError``: the job is not failed, it exits with ``EXIT_STOPPED`` and a rerun
+    resumes.
+    """

@@ -25,6 +25,7 @@ from .counting import HEADS, RULES, make_head
 from .errors import ModelLoadError
 from .files import atomic_path, atomic_write_json, sha256_file
 from .imaging import IMAGENET_MEAN, IMAGENET_STD
+from .params import CARD_DEFAULTS
 
 WEIGHTS_FILE = "model.pt"
 CARD_FILE = "model_card.json"
@@ -115,8 +116,10 @@ def save_model(
     """
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
+    # Saved through a file object: given a path, torch.save names the archive's records after
+    # the (random) temporary file, and the same weights would give other bytes and checksums.
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     card = {
         "format": "bincounter-model/1",
         "arch": arch,
@@ -159,8 +162,8 @@ def load_card(model_dir: Path) -> dict[str, Any]:
     if list(card["classes"]) != list(CLASSES):
         raise ModelLoadError(f"model card {card_path} has classes {card['classes']}, not {CLASSES}")
     # Cards from before count-aware heads have neither key: a softmax head read by argmax.
-    card.setdefault("head", "softmax")
-    card.setdefault("decision", "argmax")
+    for key, default in CARD_DEFAULTS.items():
+        card.setdefault(key, default)
     if card["head"] not in HEADS or card["decision"] not in RULES:
         raise ModelLoadError(
             f"model card {card_path} has head {card['head']!r} / decision {card['decision']!r}; "

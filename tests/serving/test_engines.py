@@ -189,13 +189,13 @@ def test_the_plan_follows_precision_device_and_card(kind, precision, device, car
     [(0.60, 0.60, False), (0.60, 0.595, False), (0.60, 0.5949, True), (0.60, 0.65, False)],
 )
 def test_int8_is_vouched_for_within_half_a_point(fp32, int8, refused):
-    from bincounter.exported import int8_refusal
+    from bincounter.openvino_ir import int8_refusal
 
     assert (int8_refusal(card_with_int8(fp32, int8)) is not None) == refused
 
 
 def test_int8_without_recorded_accuracy_is_refused():
-    from bincounter.exported import int8_refusal
+    from bincounter.openvino_ir import int8_refusal
 
     card = card_with_int8()
     del card["openvino"]["int8"]

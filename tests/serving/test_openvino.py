@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bincounter import exported
+from bincounter import openvino_ir
 from bincounter.errors import ModelLoadError
 from bincounter.model import CARD_FILE
 from bincounter.serving.config import ServingConfig
 from bincounter.serving.engines import cpu_has_native_bf16
 from bincounter.serving.predictor import Predictor
 from bincounter.serving.server import preflight
-from bincounter.training.data import Sample
-from bincounter.training.export import export_openvino
+from bincounter.training.data import ChannelPhoto
+from bincounter.training.openvino_export import export_openvino
 
 from .conftest import make_model_dir
 from .inputs import photo_bytes
@@ -37,7 +37,7 @@ BEST = "openvino-bf16" if cpu_has_native_bf16() else "openvino-fp32"
 def exported_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir = make_model_dir(tmp_path_factory.mktemp("ov") / "model", 64)
     validation = [
-        Sample(i, ABID / "images" / f"{i}.jpg", c) for i, c, _ in abid_labels("validation")
+        ChannelPhoto(i, ABID / "images" / f"{i}.jpg", c) for i, c, _ in abid_labels("validation")
     ][:80]
     section = export_openvino(model_dir, validation, None, calibration_photos=40, seed=1)
     assert "skipped" not in section, section
@@ -63,8 +63,8 @@ def test_the_export_lists_every_file_with_its_checksum(exported_dir):
     assert validation["photos"] == 80 and section["int8"]["calibration_photos"] == 40
     assert {"fp32_accuracy", "int8_accuracy", "fp32_rmse", "int8_rmse"} <= set(validation)
     assert "test" not in section["int8"]  # no test channel given
-    exported.verify_exported(exported_dir, card)
-    check = exported.load_check_set(exported_dir, card)
+    openvino_ir.verify_exported(exported_dir, card)
+    check = openvino_ir.load_check_set(exported_dir, card)
     assert check.dtype == np.uint8 and check.shape == (32, 3, 64, 64)
 
 

@@ -16,9 +16,7 @@ from collections import Counter
 
 import pytest
 
-from bincounter.training.metrics import parse_metrics
-
-from support import abid_labels, build_tree, run_train
+from support import abid_labels, build_tree, parse_metrics, run_train
 
 LEARNING_HPS = {
     "arch": "resnet18",

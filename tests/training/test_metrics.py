@@ -10,10 +10,10 @@ from bincounter.training.metrics import (
     METRIC_NAMES,
     OBJECTIVE_METRIC,
     format_metrics,
-    parse_metrics,
-    summarize,
 )
 from bincounter.training.reports import plot_evaluation
+
+from support import parse_metrics, summarize
 
 
 def test_every_formatted_value_is_parsed_back_by_the_exported_regexes():

@@ -1,5 +1,6 @@
 """The recipe's pure pieces: learning-rate schedule, class weights, optimizer parameter groups."""
 
+import math
 from itertools import pairwise
 from pathlib import Path
 
@@ -7,10 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from bincounter.training.data import Sample
+from bincounter.training.data import ChannelPhoto
 from bincounter.training.hyperparameters import HyperParameters
 from bincounter.training.precision import TrainStep, resolve
-from bincounter.training.recipe import class_weights, lr_lambda, make_ema, make_optimizer
+from bincounter.training.recipe import (
+    class_weights,
+    lr_lambda,
+    make_ema,
+    make_optimizer,
+    make_scheduler,
+)
 
 EPOCHS, STEPS, WARMUP_EPOCHS = 10, 10, 2
 WARMUP = WARMUP_EPOCHS * STEPS
@@ -64,9 +71,9 @@ def test_constant_stays_at_one():
 COUNTS = [4, 16, 64, 16, 100]
 
 
-def _samples(counts: list[int]) -> list[Sample]:
+def _samples(counts: list[int]) -> list[ChannelPhoto]:
     return [
-        Sample(f"{count}-{i}", Path(f"{count}-{i}.jpg"), count)
+        ChannelPhoto(f"{count}-{i}", Path(f"{count}-{i}.jpg"), count)
         for count, n in enumerate(counts, start=1)
         for i in range(n)
     ]
@@ -164,3 +171,57 @@ def test_the_weight_average_follows_every_step_with_its_decay_buffers_included()
         assert torch.allclose(averaged[name], expected[name], atol=1e-6), name
         assert not torch.allclose(averaged[name], model.state_dict()[name], atol=1e-6), name
     assert ema.module is not model and int(ema.n_averaged) == 5
+
+
+def _closed_form(hp: HyperParameters, steps_per_epoch: int, step: int) -> float:
+    """The schedule as the loop computed it before it went through ``make_scheduler``."""
+    warmup = int(hp.warmup_epochs * steps_per_epoch)
+    total = max(1, hp.epochs * steps_per_epoch)
+    if step < warmup:
+        return hp.lr * ((step + 1) / warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    if hp.lr_schedule == "cosine":
+        return hp.lr * (0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    if hp.lr_schedule == "step":
+        return hp.lr * (0.1 ** sum(progress >= m for m in (0.5, 0.75)))
+    return hp.lr
+
+
+def _stepped(scheduler, optimizer, steps: int) -> list[float]:
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("lr_schedule", ["cosine", "step", "constant"])
+@pytest.mark.parametrize("warmup_epochs", [0, 0.5, 2])
+def test_the_schedule_gives_the_closed_form_rate_at_every_step_bit_for_bit(
+    lr_schedule, warmup_epochs
+):
+    hp = HyperParameters(
+        epochs=EPOCHS, warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, lr=3e-3
+    )
+    optimizer = make_optimizer(nn.Linear(2, 2), hp)
+    rates = _stepped(make_scheduler(optimizer, hp, STEPS), optimizer, EPOCHS * STEPS)
+    assert rates == [_closed_form(hp, STEPS, s) for s in range(EPOCHS * STEPS)]
+
+
+def test_a_saved_schedule_resumes_with_the_same_rates():
+    """A checkpoint's scheduler state (a ``LambdaLR``'s, as every checkpoint has held) loaded
+    into a fresh schedule goes on with exactly the rates of one never stopped."""
+    hp = HyperParameters(epochs=EPOCHS, warmup_epochs=1, lr_schedule="step", lr=0.01)
+    optimizer = make_optimizer(nn.Linear(2, 2), hp)
+    scheduler = make_scheduler(optimizer, hp, STEPS)
+    _stepped(scheduler, optimizer, 37)
+    saved = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    assert set(saved["scheduler"]) >= {"base_lrs", "last_epoch", "_last_lr"}
+    uninterrupted = _stepped(scheduler, optimizer, EPOCHS * STEPS - 37)
+
+    fresh = make_optimizer(nn.Linear(2, 2), hp)
+    resumed = make_scheduler(fresh, hp, STEPS)
+    fresh.load_state_dict(saved["optimizer"])
+    resumed.load_state_dict(saved["scheduler"])
+    assert _stepped(resumed, fresh, EPOCHS * STEPS - 37) == uninterrupted

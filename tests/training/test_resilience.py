@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from bincounter.model import load_model
-from bincounter.training.metrics import parse_metrics
 
-from support import QUICK_HPS, REPO, build_tree, free_port, run_train
+from support import QUICK_HPS, REPO, build_tree, free_port, parse_metrics, run_train
 
 pytestmark = pytest.mark.slow
 

@@ -283,7 +283,7 @@ def test_shards_hold_the_same_samples_and_evaluate_exactly_as_folders(tmp_path):
 
 
 def _epoch_lines(text: str) -> list[dict]:
-    from bincounter.training.metrics import parse_metrics
+    from support import parse_metrics
 
     return [parse_metrics(line) for line in text.splitlines() if line.startswith("epoch=")]
 

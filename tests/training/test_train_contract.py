@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bincounter.model import CARD_FILE, WEIGHTS_FILE, load_model, sha256_file
-from bincounter.training.metrics import METRIC_DEFINITIONS, parse_metrics
+from bincounter.training.metrics import METRIC_DEFINITIONS
 
-from support import EXPORTING_HPS, QUICK_HPS, build_tree, run_train
+from support import EXPORTING_HPS, QUICK_HPS, build_tree, parse_metrics, run_train
 
 pytestmark = pytest.mark.slow
 

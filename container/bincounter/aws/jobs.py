@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import HyperparameterError, LaunchError
+from ..params import REQUIRED_CHANNELS
 from ..training.hyperparameters import own_hyperparameters
 from ..training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC
 from .config import AwsConfig
@@ -150,7 +151,7 @@ def _input_data(
 
 
 def _check_channels(channels: Mapping[str, str]) -> None:
-    missing = [c for c in ("train", "validation") if c not in channels]
+    missing = [c for c in REQUIRED_CHANNELS if c not in channels]
     if missing:
         raise LaunchError(f"channel(s) {missing} missing: the container needs train and validation")
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LocalModeError
+from ..params import REQUIRED_CHANNELS
 from .endpoints import VARIANT
 from .inputs import validate_hyperparameters
 
@@ -111,7 +112,7 @@ def local_train(
     from sagemaker.train import ModelTrainer
     from sagemaker.train.model_trainer import Mode
 
-    missing = [c for c in ("train", "validation") if c not in channels]
+    missing = [c for c in REQUIRED_CHANNELS if c not in channels]
     if missing:
         raise LocalModeError(f"channel(s) {missing} missing: give train and validation folders")
     inputs = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def processing_dir() -> Path:
     """``/opt/ml/processing`` (relocated with ``SAGEMAKER_BASE_DIR``, like the training tree)."""
-    return base_dir() / "processing"
+    return base_dir(os.environ) / "processing"
 
 
 def _done_fragment(

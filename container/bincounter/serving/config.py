@@ -27,7 +27,7 @@ from typing import Any
 
 from ..decision import TTA_CHOICES
 from ..errors import ConfigError
-from ..exported import PRECISIONS
+from ..openvino_ir import PRECISIONS
 from ..paths import DEFAULT_BASE_DIR, Paths
 from . import parameters
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import exported
+from .. import openvino_ir
 from ..counting import probabilities64
 from ..decision import decide
 
@@ -187,7 +187,7 @@ def resolve_plan(
         )
         first = "fp32"
     if first == "int8":
-        refusal = exported.int8_refusal(card)
+        refusal = openvino_ir.int8_refusal(card)
         if refusal is not None:
             notes.append(f"int8 not served: {refusal}; serving {best}")
             first = best
@@ -251,14 +251,14 @@ def openvino(source: EngineSpec, precision: str) -> Engine:
     import openvino as ov
 
     core = ov.Core()
-    files = exported.ir_files(source.card, "int8" if precision == "int8" else "fp32")
+    files = openvino_ir.ir_files(source.card, "int8" if precision == "int8" else "fp32")
     if files and source.model_dir is not None:
         model = core.read_model(source.model_dir / files["xml"])
     elif precision == "int8":
         raise RuntimeError("the model directory has no int8 IR")
     else:
         log.info("the model directory has no OpenVINO IR: converting the network (seconds)")
-        model = exported.convert(source.model, source.image_size)
+        model = openvino_ir.convert(source.model, source.image_size)
     compiled = core.compile_model(model, "CPU", openvino_config(precision, source.threads))
     request = compiled.create_infer_request()  # one, reused: only the batcher thread runs it
 
@@ -325,7 +325,7 @@ def build_engine(
         return reference, REFERENCE
     check = None
     if model_dir is not None:
-        check = exported.load_check_set(model_dir, card)
+        check = openvino_ir.load_check_set(model_dir, card)
     example = (
         torch.from_numpy(check)
         if check is not None

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ..counting import TTA_CHOICES, average_variants, dihedral_variants, probabilities64
-from ..exported import verify_exported
 from ..imaging import load_and_preprocess
 from ..model import load_model
+from ..openvino_ir import verify_exported
 from .engines import Engine, build_engine, check_input
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ def preflight(config: ServingConfig) -> None:
     worker, whose failure also stops the server (gunicorn's ``APP_LOAD_ERROR``).
     """
     from ..errors import ModelLoadError
-    from ..exported import verify_exported
     from ..model import verify_model_files
+    from ..openvino_ir import verify_exported
 
     if not config.model_dir.is_dir():
         raise ModelLoadError(

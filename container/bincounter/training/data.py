@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Sample:
+class ChannelPhoto:
+    """One photo of a channel and its count (``path`` is the shard file for a shard channel)."""
+
     id: str
     path: Path
     count: int
@@ -58,11 +60,11 @@ def _read_quantity(meta_path: Path) -> int:
         raise DataError(f"metadata {meta_path}: {exc}") from None
 
 
-def discover_channel(name: str, root: Path) -> list[Sample]:
+def discover_channel(name: str, root: Path) -> list[ChannelPhoto]:
     """Every labelled photo of counts 1..5 in one channel, in a stable order."""
     if not root.is_dir():
         raise DataError(f"channel '{name}' is missing: no folder {root}")
-    samples: list[Sample] = []
+    samples: list[ChannelPhoto] = []
     skipped = Counter()
     native_images = root / "bin-images"
     if native_images.is_dir():
@@ -79,7 +81,7 @@ def discover_channel(name: str, root: Path) -> list[Sample]:
                 continue
             count = _read_quantity(meta)
             if count in CLASSES:
-                samples.append(Sample(path.stem, path, count))
+                samples.append(ChannelPhoto(path.stem, path, count))
             else:
                 skipped[f"count {count} outside 1..5"] += 1
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -88,7 +90,7 @@ def discover_channel(name: str, root: Path) -> list[Sample]:
         if folder.name not in {str(c) for c in CLASSES}:
             log.warning("channel '%s': ignoring folder %s (not a count 1..5)", name, folder.name)
             continue
-        samples.extend(Sample(p.stem, p, int(folder.name)) for p in _images_in(folder))
+        samples.extend(ChannelPhoto(p.stem, p, int(folder.name)) for p in _images_in(folder))
     if skipped:
         log.info("channel '%s': skipped %s", name, dict(skipped))
     if not samples:
@@ -101,18 +103,18 @@ def discover_channel(name: str, root: Path) -> list[Sample]:
 
 def verify_samples(
     name: str,
-    samples: list[Sample],
+    samples: list[ChannelPhoto],
     image_size: int,
     max_bad_fraction: float,
     workers: int = 4,
-) -> list[Sample]:
+) -> list[ChannelPhoto]:
     """Decode every photo once; drop unreadable ones, failing if more than a set share are.
 
     Decoding here, not lazily inside the loader, means a bad file is reported by name before
     the first step, every epoch sees the same samples, and ranks agree on the dataset size.
     """
 
-    def check(sample: Sample) -> str | None:
+    def check(sample: ChannelPhoto) -> str | None:
         try:
             load_and_preprocess(sample.path, image_size)
         except ImageError as exc:
@@ -138,7 +140,7 @@ def verify_samples(
     return good
 
 
-def class_counts(samples: list[Sample]) -> list[int]:
+def class_counts(samples: list[ChannelPhoto]) -> list[int]:
     counts = Counter(s.count for s in samples)
     return [counts.get(c, 0) for c in CLASSES]
 
@@ -146,7 +148,7 @@ def class_counts(samples: list[Sample]) -> list[int]:
 class CountDataset(Dataset):
     """(``uint8`` image tensor, class index) pairs, augmented when training."""
 
-    def __init__(self, samples: list[Sample], image_size: int, augment: str = "none") -> None:
+    def __init__(self, samples: list[ChannelPhoto], image_size: int, augment: str = "none") -> None:
         self.samples = samples
         self.image_size = image_size
         self.augment = augment

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -22,11 +21,11 @@ from .environment import TrainingEnvironment
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MASTER_PORT = 29500
-
 
 @dataclass(frozen=True)
 class DistContext:
+    """This process's place in the job: its rank among ``world_size`` and its device."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -58,6 +57,7 @@ def resolve_host(name: str, timeout_s: float = 300.0, interval_s: float = 2.0) -
 
 
 def processes_per_host(env: TrainingEnvironment) -> int:
+    """One process per GPU, or one on a host without CUDA."""
     return max(1, env.num_gpus) if torch.cuda.is_available() else 1
 
 
@@ -74,16 +74,9 @@ def init_process_group(env: TrainingEnvironment, local_rank: int) -> DistContext
     host_index = env.hosts.index(env.current_host)
     rank = host_index * per_host + local_rank
     master = resolve_host(env.hosts[0]) if len(env.hosts) > 1 else "127.0.0.1"
-    port = int(os.environ.get("BINCOUNTER_MASTER_PORT", DEFAULT_MASTER_PORT))
-    if len(env.hosts) > 1:
-        for peer in env.hosts[1:]:
-            resolve_host(peer)
-        # Bind collectives to SageMaker's network interface when this container has it.
-        if env.network_interface_name and os.path.exists(
-            f"/sys/class/net/{env.network_interface_name}"
-        ):
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", env.network_interface_name)
-            os.environ.setdefault("NCCL_SOCKET_IFNAME", env.network_interface_name)
+    port = env.master_port
+    for peer in env.hosts[1:]:
+        resolve_host(peer)
     backend = "nccl" if use_cuda else "gloo"
     log.info(
         "joining %s process group: rank %d of %d (host %s, local rank %d), master %s:%d",
@@ -124,10 +117,12 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (a no-op in a single process)."""
     if ctx.enabled:
         dist.barrier()
 
 
 def shutdown(ctx: DistContext) -> None:
+    """Leave the process group, if this process joined one."""
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

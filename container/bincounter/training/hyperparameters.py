@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .. import ARCHITECTURES
 from ..counting import LOSSES, RULES
 from ..errors import HyperparameterError
+from ..params import INT8_MIN_AGREEMENT
 
 #: Keys SageMaker or its SDKs add to a job's hyperparameters (the tuner's objective, the SDK's
 #: ``sagemaker_*``): not ours to validate, send or keep.
@@ -118,7 +119,7 @@ class HyperParameters(BaseModel):
         "0: no int8",
     )
     int8_min_agreement: float = Field(
-        0.995,
+        INT8_MIN_AGREEMENT,
         ge=0.5,
         le=1,
         description="share of validation photos on which int8 must return float32's count; "

@@ -10,18 +10,23 @@ into the failure file (the first one written wins).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from .. import logs
-from ..errors import UserError
+from ..errors import StopRequested, UserError
 from ..files import atomic_write_bytes
 from ..model import CARD_FILE, WEIGHTS_FILE
 from ..paths import Paths
-from .environment import TrainingEnvironment, load_training_environment
+from .environment import (
+    TrainingEnvironment,
+    export_library_variables,
+    load_training_environment,
+)
 
-log = logging.getLogger("bincounter")
+log = logging.getLogger(__name__)
 
 
 def write_failure(paths: Paths, reason: str, detail: str = "") -> None:
@@ -44,7 +49,7 @@ def remove_incomplete_model(model_dir: Path) -> None:
 
 def _train_process(local_rank: int, env: TrainingEnvironment) -> None:
     """One training process (per GPU, or the only one); turns errors into the failure file."""
-    from .train import EXIT_STOPPED, StopRequested, run
+    from .train import EXIT_STOPPED, run
 
     logs.configure(stream=sys.stdout)
     try:
@@ -70,15 +75,20 @@ def _train_process(local_rank: int, env: TrainingEnvironment) -> None:
 
 
 def run_job() -> int:
-    """Read the tree, then train in this process or one process per GPU; the exit status."""
+    """Read the tree, then train in this process or one process per GPU; the exit status.
+
+    The process's variables are read here, once, into the environment object; the ones
+    libraries need are set from it before any training process starts.
+    """
     logs.configure(stream=sys.stdout)
-    paths = Paths.from_environment()
+    paths = Paths.from_environment(os.environ)
     try:
-        env = load_training_environment()
+        env = load_training_environment(os.environ)
     except UserError as exc:
         log.error("training failed: %s", exc.reason)
         write_failure(paths, exc.reason, exc.detail)
         return 1
+    export_library_variables(env)
     from .distributed import processes_per_host
 
     per_host = processes_per_host(env)

@@ -61,37 +61,16 @@ def format_metrics(values: Mapping[str, float | int]) -> str:
     return " ".join(parts)
 
 
-def parse_metrics(line: str) -> dict[str, float]:
-    """Read a log line back exactly as SageMaker would, one regex per metric."""
-    found = {}
-    for definition in METRIC_DEFINITIONS:
-        match = re.search(definition["Regex"], line)
-        if match:
-            found[definition["Name"]] = float(match.group(1))
-    return found
-
-
-def confusion_matrix(labels: Sequence[int], predictions: Sequence[int]) -> np.ndarray:
-    """Rows are true class indices, columns predicted ones (index i is count CLASSES[i])."""
-    k = len(CLASSES)
-    matrix = np.zeros((k, k), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), np.asarray(predictions, np.int64)), 1)
-    return matrix
-
-
-def summarize(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, object]:
-    """Accuracy, RMSE and MAE in items, off-by-one accuracy, per-count precision/recall, confusion.
+def summarize_confusion(matrix: Sequence[Sequence[int]]) -> dict[str, object]:
+    """Accuracy, RMSE and MAE in items, off-by-one accuracy, per-count precision/recall, and
+    the matrix, from a confusion matrix (rows true, columns predicted; what distributed
+    evaluation reduces).
 
     RMSE and MAE are in items (counts), not class indices, so they read as "off by about N
     items". Precision of a count never predicted, or recall of a count absent from the labels,
     is ``None`` (JSON ``null``): undefined, not zero, and never a NaN that strict JSON parsers
     reject.
     """
-    return summarize_confusion(confusion_matrix(labels, predictions))
-
-
-def summarize_confusion(matrix: Sequence[Sequence[int]]) -> dict[str, object]:
-    """``summarize`` from the confusion matrix alone (what distributed evaluation reduces)."""
     matrix = np.asarray(matrix, dtype=np.int64)
     n = int(matrix.sum())
     if n == 0:

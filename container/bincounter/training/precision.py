@@ -151,7 +151,13 @@ class TrainStep:
     """
 
     def __init__(
-        self, model, optimizer, scheduler, criterion, precision: Precision, ema=None
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        criterion: nn.Module,
+        precision: Precision,
+        ema: torch.optim.swa_utils.AveragedModel | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.criterion, self.precision, self.ema = criterion, precision, ema
@@ -160,7 +166,8 @@ class TrainStep:
             enabled=precision.grad_scaler,
         )
 
-    def run(self, images: torch.Tensor, labels: torch.Tensor):
+    def run(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward, optimizer and schedule step, weight average; (loss, outputs)."""
         with autocast(self.precision):
             outputs = self.model(images)
         loss = self.criterion(outputs.float(), labels)  # the loss in fp32, outside autocast

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import exported, logs
+from .. import logs, openvino_ir
 from ..errors import DataError, UserError
 from ..files import atomic_write_json
 
@@ -74,7 +74,7 @@ def unpack_model(folder: Path, into: Path) -> Path:
 
 def int8_agreement(card: dict[str, Any]) -> float | None:
     """Share of validation photos on which int8 returned float32's count (None: no int8)."""
-    value = exported.section(card).get("validation", {}).get("top1_agreement")
+    value = openvino_ir.section(card).get("validation", {}).get("top1_agreement")
     return float(value) if isinstance(value, int | float) else None
 
 

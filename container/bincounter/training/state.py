@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel
 
 from ..model import unwrap
 from .hyperparameters import HyperParameters
@@ -37,8 +40,14 @@ class TrainState:
 
 
 def checkpoint_state(
-    model, optimizer, scheduler, state: TrainState, hp: HyperParameters, ema=None
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    state: TrainState,
+    hp: HyperParameters,
+    ema: AveragedModel | None = None,
 ) -> dict[str, Any]:
+    """Everything ``restore`` needs, as plain tensors and lists (what a checkpoint holds)."""
     return {
         "ema": None if ema is None else ema.state_dict(),
         "epoch": state.epoch,
@@ -57,7 +66,14 @@ def checkpoint_state(
     }
 
 
-def restore(saved, model, optimizer, scheduler, hp: HyperParameters, ema=None) -> TrainState:
+def restore(
+    saved: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    hp: HyperParameters,
+    ema: AveragedModel | None = None,
+) -> TrainState:
     """Load ``saved`` into model, optimizer, schedule, RNG and weight average (``ema``); the
     loop's state to go on from.
 

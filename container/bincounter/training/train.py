@@ -20,6 +20,8 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +29,22 @@ import torch
 from torch import nn
 from torch.distributed.algorithms.join import Join
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from .. import CLASSES
 from ..counting import (
-    RULES,
     average_variants,
-    choose_rule,
-    decide,
     dihedral_variants,
     head_for_loss,
     make_loss,
     probabilities,
 )
-from ..errors import DataError
+from ..decision import RULES, choose_rule, decide
+from ..errors import DataError, StopRequested
 from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
+from ..params import OPTIONAL_CHANNELS, REQUIRED_CHANNELS
 from . import metrics, reports
 from .channels import Channel, load_channel, lockstep_batches, make_reader
 from .checkpoint import CheckpointStore
@@ -56,11 +58,12 @@ from .distributed import (
     processes_per_host,
     shutdown,
 )
-from .environment import OPTIONAL_CHANNELS, REQUIRED_CHANNELS, TrainingEnvironment
-from .export import export_openvino, record_skipped
+from .environment import TrainingEnvironment
 from .hyperparameters import HyperParameters, parse_hyperparameters
+from .openvino_export import export_openvino, record_skipped
 from .precision import Precision, TrainStep, autocast, model_to_device, resolve, to_device
-from .recipe import class_weights, lr_lambda, make_ema, make_optimizer
+from .recipe import class_weights, make_ema, make_optimizer, make_scheduler
+from .running_sums import RunningSums
 from .state import TrainState, checkpoint_state, restore
 
 log = logging.getLogger(__name__)
@@ -68,32 +71,55 @@ log = logging.getLogger(__name__)
 #: Exit status after a SIGTERM that was handled by checkpointing (128 + SIGTERM).
 EXIT_STOPPED = 143
 
+#: The sums a checkpoint carries over mid-epoch (``TrainState.partial``), in this order.
+RESUMABLE_SUMS = ("loss", "correct", "seen")
 
-class StopRequested(Exception):
-    """SIGTERM arrived (SageMaker stop or spot interruption); a checkpoint was written."""
 
+class SigtermFlag:
+    """Set by SIGTERM (SageMaker's stop, a spot interruption): the loop checks it per step."""
 
-class _SigtermFlag:
     def __init__(self) -> None:
         self.set = False
         signal.signal(signal.SIGTERM, self._handle)
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: Any) -> None:
         log.warning("SIGTERM received: finishing this step, then checkpointing and exiting")
         self.set = True
 
 
+def stop_requested(stop: SigtermFlag, batch: int, lockstep: int, ctx: DistContext) -> bool:
+    """Whether every rank stops after this batch: SIGTERM reached this process (single
+    process) or any rank (a vote, taken only on the ``lockstep`` batches every rank runs)."""
+    if not ctx.enabled:
+        return stop.set
+    return batch < lockstep and any_rank(stop.set, ctx)
+
+
+def patience_exhausted(hp: HyperParameters, state: TrainState) -> bool:
+    """Early stop: ``patience`` epochs in a row without a validation gain (0: never)."""
+    return bool(hp.patience) and state.epochs_without_gain >= hp.patience
+
+
 def train_one_epoch(
-    model, step: TrainStep, loader, sampler, hp, ctx, state, stop, on_stop
+    model: nn.Module,
+    step: TrainStep,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    sampler: Any,
+    hp: HyperParameters,
+    ctx: DistContext,
+    state: TrainState,
+    stop: SigtermFlag,
+    on_stop: Callable[[], None],
 ) -> dict[str, float]:
     """One pass over this rank's shard; returns metrics reduced over all ranks.
 
     ``train:accuracy`` is of the most probable count (argmax): the decision rule is chosen on
-    validation, and training accuracy is only a fit diagnostic.
+    validation, and training accuracy is only a fit diagnostic. On SIGTERM the running sums go
+    into ``state``, ``on_stop`` writes the checkpoint and ``StopRequested`` is raised.
     """
     model.train()
     head = head_for_loss(hp.loss)
-    loss_sum, correct, seen = state.partial
+    sums = RunningSums((*RESUMABLE_SUMS, "images"), state.partial)
     started, last_log = time.monotonic(), time.monotonic()
     total = len(sampler) + state.step_in_epoch
     progress = tqdm(
@@ -104,17 +130,18 @@ def train_one_epoch(
         disable=not ctx.is_master or not sys.stderr.isatty(),
         leave=False,
     )
-    epoch_images = 0
     lockstep = lockstep_batches(sampler, ctx)
     with Join([model]) if ctx.enabled else contextlib.nullcontext():
         for batch, (images, labels) in enumerate(loader):
             images, labels = to_device(images, labels, step.precision, ctx)
             loss, outputs = step.run(images, labels)
             n = labels.numel()
-            loss_sum += loss.item() * n
-            correct += (probabilities(outputs.detach(), head).argmax(1) == labels).sum().item()
-            seen += n
-            epoch_images += n
+            sums.update(
+                loss=loss.item() * n,
+                correct=(probabilities(outputs.detach(), head).argmax(1) == labels).sum().item(),
+                seen=n,
+                images=n,
+            )
             state.step_in_epoch += n
             progress.update(n)
             now = time.monotonic()
@@ -124,30 +151,28 @@ def train_one_epoch(
                     state.epoch + 1,
                     state.step_in_epoch,
                     total,
-                    loss_sum / max(1, seen),
+                    sums.mean("loss", per="seen"),
                 )
                 last_log = now
-            if stop.set if not ctx.enabled else batch < lockstep and any_rank(stop.set, ctx):
-                state.partial = [loss_sum, correct, seen]
+            if stop_requested(stop, batch, lockstep, ctx):
+                state.partial = sums.values(*RESUMABLE_SUMS)
                 on_stop()
                 raise StopRequested
     progress.close()
     elapsed = time.monotonic() - started
-    totals = all_reduce_sum(
-        torch.tensor([loss_sum, correct, seen, epoch_images], dtype=torch.float64), ctx
-    )
-    rate = all_reduce_sum(torch.tensor([epoch_images / max(elapsed, 1e-9)]), ctx)
+    totals = sums.reduced(ctx)
+    rate = all_reduce_sum(torch.tensor([sums["images"] / max(elapsed, 1e-9)]), ctx)
     if ctx.is_master:
         log.info(
             "epoch %d: %d training images across %d rank(s) in %.1f s",
             state.epoch + 1,
-            int(totals[2]),
+            int(totals["seen"]),
             ctx.world_size,
             elapsed,
         )
     return {
-        "train:loss": float(totals[0] / max(1.0, totals[2])),
-        "train:accuracy": float(totals[1] / max(1.0, totals[2])),
+        "train:loss": totals["loss"] / max(1.0, totals["seen"]),
+        "train:accuracy": totals["correct"] / max(1.0, totals["seen"]),
         "train:images_per_second": float(rate[0]),
     }
 
@@ -230,30 +255,72 @@ def run(env: TrainingEnvironment, local_rank: int = 0) -> dict[str, Any]:
     hp = parse_hyperparameters(env.hyperparameters)
     ctx = init_process_group(env, local_rank)
     try:
-        return _run(env, hp, ctx)
+        job = set_up(env, hp, ctx)
+        train_epochs(job)
+        return finish(job)
     finally:
         shutdown(ctx)
 
 
-def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dict[str, Any]:
+@dataclass
+class Job:
+    """What the loop works with, built once by ``set_up``: the steps below share it."""
+
+    env: TrainingEnvironment
+    hp: HyperParameters
+    ctx: DistContext
+    channels: dict[str, Channel]
+    workers: int
+    loader: Any
+    sampler: Any
+    loader_generator: torch.Generator
+    #: The model, optimizer, schedule, loss, precision and weight average, as one step uses them.
+    step: TrainStep
+    store: CheckpointStore
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.step.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.step.optimizer
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return self.step.scheduler
+
+    @property
+    def ema(self) -> AveragedModel | None:
+        return self.step.ema
+
+    @property
+    def precision(self) -> Precision:
+        return self.step.precision
+
+    @property
+    def selected(self) -> nn.Module:
+        """What is validated, selected and saved: the weight average if there is one."""
+        return self.model if self.ema is None else self.ema.module
+
+    def save_checkpoint(self) -> None:
+        """Rank 0 writes the whole resumable state (every rank holds the same)."""
+        if self.ctx.is_master:
+            path = self.store.save(
+                checkpoint_state(
+                    self.model, self.optimizer, self.scheduler, self.state, self.hp, self.ema
+                )
+            )
+            log.info("checkpoint written: %s", path)
+
+
+def set_up(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> Job:
+    """Channels, loader, model, optimizer, schedule and weight average, then the checkpoint
+    to resume from, if any. The order is the order random numbers are drawn in: keep it."""
     torch.manual_seed(hp.seed)  # same initial weights on every rank
-    if ctx.is_master:
-        log.info("hyperparameters: %s", hp.model_dump())
-        log.info(
-            "world size %d, device %s, torch %s, threads %d",
-            ctx.world_size,
-            ctx.device,
-            torch.__version__,
-            torch.get_num_threads(),
-        )
     precision = resolve(hp, ctx.device)
-    if ctx.is_master:
-        log.info(
-            "precision %s, channels-last %s: %s",
-            precision.name,
-            precision.channels_last,
-            precision.reason,
-        )
+    _log_set_up(hp, ctx, precision)
     channels = load_channels(env, hp)
     workers = auto_workers(hp, processes_per_host(env))
     loader_generator = torch.Generator()
@@ -275,11 +342,8 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
             "class weights (%s): %s", hp.class_weighting, [round(w, 3) for w in weights.tolist()]
         )
     optimizer = make_optimizer(model, hp)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, steps_per_epoch))
-
+    scheduler = make_scheduler(optimizer, hp, steps_per_epoch)
     ema = make_ema(model, hp)
-    # What is validated, selected and saved: the weight average if there is one.
-    selected = model if ema is None else ema.module
     if ctx.is_master and ema is not None:
         log.info(
             "weight average: decay %g per step, about %.1f epochs of %d steps",
@@ -289,75 +353,77 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
         )
     step = TrainStep(model, optimizer, scheduler, criterion, precision, ema)
     store = CheckpointStore(env.paths.checkpoint_dir, env.job_name)
-    state = TrainState()
-    resumed = store.load_latest()
-    if resumed is not None:
-        saved, path = resumed
-        state = restore(saved, model, optimizer, scheduler, hp, ema)
-        if ctx.is_master:
-            log.info(
-                "resumed from checkpoint %s: %d epoch(s) done, %d images into epoch %d",
-                path,
-                state.epoch,
-                state.step_in_epoch,
-                state.epoch + 1,
-            )
-            print(f"resumed from checkpoint {path} at epoch {state.epoch}", flush=True)
+    job = Job(env, hp, ctx, channels, workers, loader, sampler, loader_generator, step, store)
+    resume(job)
+    return job
 
-    def save_checkpoint() -> None:
-        if ctx.is_master:
-            path = store.save(checkpoint_state(model, optimizer, scheduler, state, hp, ema))
-            log.info("checkpoint written: %s", path)
 
-    stop = _SigtermFlag()
+def _log_set_up(hp: HyperParameters, ctx: DistContext, precision: Precision) -> None:
+    if not ctx.is_master:
+        return
+    log.info("hyperparameters: %s", hp.model_dump())
+    log.info(
+        "world size %d, device %s, torch %s, threads %d",
+        ctx.world_size,
+        ctx.device,
+        torch.__version__,
+        torch.get_num_threads(),
+    )
+    log.info(
+        "precision %s, channels-last %s: %s",
+        precision.name,
+        precision.channels_last,
+        precision.reason,
+    )
+
+
+def resume(job: Job) -> None:
+    """Load the newest good checkpoint of this job into ``job``, if there is one."""
+    resumed = job.store.load_latest()
+    if resumed is None:
+        return
+    saved, path = resumed
+    job.state = restore(saved, job.model, job.optimizer, job.scheduler, job.hp, job.ema)
+    if job.ctx.is_master:
+        log.info(
+            "resumed from checkpoint %s: %d epoch(s) done, %d images into epoch %d",
+            path,
+            job.state.epoch,
+            job.state.step_in_epoch,
+            job.state.epoch + 1,
+        )
+        print(f"resumed from checkpoint {path} at epoch {job.state.epoch}", flush=True)
+
+
+def train_epochs(job: Job) -> None:
+    """The epoch loop: train, validate, keep the best, checkpoint; until the last epoch, the
+    patience runs out, or SIGTERM (``StopRequested``, after every rank has checkpointed)."""
+    hp, ctx, state = job.hp, job.ctx, job.state
+    stop = SigtermFlag()
     try:
         while state.epoch < hp.epochs:
             # step_in_epoch counts this rank's own samples (rank 0's, saved in the checkpoint;
             # ranks step in lockstep), the unit FolderSampler skips in: not divided by ranks.
-            sampler.set_epoch(state.epoch, state.step_in_epoch)
-            loader_generator.manual_seed(hp.seed * 7919 + state.epoch * 31 + state.step_in_epoch)
+            job.sampler.set_epoch(state.epoch, state.step_in_epoch)
+            job.loader_generator.manual_seed(
+                hp.seed * 7919 + state.epoch * 31 + state.step_in_epoch
+            )
             train_metrics = train_one_epoch(
-                model, step, loader, sampler, hp, ctx, state, stop, save_checkpoint
+                job.model,
+                job.step,
+                job.loader,
+                job.sampler,
+                hp,
+                ctx,
+                state,
+                stop,
+                job.save_checkpoint,
             )
-            val_loss, val_rules = evaluate(
-                selected, channels["validation"], hp, ctx, workers, precision
-            )
-            rule = pick_rule(hp, val_rules)
-            val = val_rules[rule]
-            if ctx.is_master:
-                log.info(
-                    "epoch %d validation per decision rule (accuracy/RMSE): %s; %s chosen",
-                    state.epoch + 1,
-                    ", ".join(
-                        f"{r} {v['accuracy']:.3f}/{v['rmse']:.3f}" for r, v in val_rules.items()
-                    ),
-                    rule,
-                )
-            state.epoch += 1
-            state.step_in_epoch, state.partial = 0, [0.0, 0.0, 0.0]
-            line = {
-                "epoch": state.epoch,
-                "lr": scheduler.get_last_lr()[0],
-                **train_metrics,
-                "validation:loss": val_loss,
-                "validation:accuracy": val["accuracy"],
-                "validation:rmse": val["rmse"],
-                "validation:mae": val["mae"],
-                "validation:off_by_one": val["off_by_one"],
-            }
-            state.history.append(line)
-            key = (val["accuracy"], -val_loss)
-            if key > state.best_key:
-                state.best_key, state.best_epoch, state.epochs_without_gain = key, state.epoch, 0
-                state.best_weights = {
-                    k: v.detach().cpu().clone() for k, v in unwrap(selected).state_dict().items()
-                }
-            else:
-                state.epochs_without_gain += 1
+            line = validate_epoch(job, train_metrics)
             if ctx.is_master:
                 print(metrics.format_metrics(line), flush=True)
-            save_checkpoint()
-            if hp.patience and state.epochs_without_gain >= hp.patience:
+            job.save_checkpoint()
+            if patience_exhausted(hp, state):
                 if ctx.is_master:
                     log.info(
                         "early stop: no validation gain for %d epochs (best epoch %d)",
@@ -368,100 +434,168 @@ def _run(env: TrainingEnvironment, hp: HyperParameters, ctx: DistContext) -> dic
     except StopRequested:
         barrier(ctx)
         raise
-    return _finish(env, hp, ctx, model, channels, state, workers, precision)
 
 
-def _finish(
-    env, hp, ctx, model, channels, state: TrainState, workers: int, precision: Precision
-) -> dict[str, Any]:
-    """Restore the best epoch, fix its decision rule, save it, evaluate on test, write reports.
+def validate_epoch(job: Job, train_metrics: dict[str, float]) -> dict[str, float]:
+    """Validate the epoch just trained, close it in ``job.state`` (history, best so far,
+    patience) and return its metric line."""
+    hp, ctx, state = job.hp, job.ctx, job.state
+    val_loss, val_rules = evaluate(
+        job.selected, job.channels["validation"], hp, ctx, job.workers, job.precision
+    )
+    rule = pick_rule(hp, val_rules)
+    val = val_rules[rule]
+    if ctx.is_master:
+        log.info(
+            "epoch %d validation per decision rule (accuracy/RMSE): %s; %s chosen",
+            state.epoch + 1,
+            ", ".join(f"{r} {v['accuracy']:.3f}/{v['rmse']:.3f}" for r, v in val_rules.items()),
+            rule,
+        )
+    state.epoch += 1
+    state.step_in_epoch, state.partial = 0, [0.0, 0.0, 0.0]
+    line = {
+        "epoch": state.epoch,
+        "lr": job.scheduler.get_last_lr()[0],
+        **train_metrics,
+        "validation:loss": val_loss,
+        **{f"validation:{k}": val[k] for k in ("accuracy", "rmse", "mae", "off_by_one")},
+    }
+    state.history.append(line)
+    key = (val["accuracy"], -val_loss)
+    if key > state.best_key:
+        state.best_key, state.best_epoch, state.epochs_without_gain = key, state.epoch, 0
+        state.best_weights = {
+            k: v.detach().cpu().clone() for k, v in unwrap(job.selected).state_dict().items()
+        }
+    else:
+        state.epochs_without_gain += 1
+    return line
+
+
+#: Figures of one channel that the card and ``metrics.json`` keep.
+FIGURES = ("n", "accuracy", "rmse", "mae", "off_by_one")
+
+
+def finish(job: Job) -> dict[str, Any]:
+    """Restore the best epoch, fix its decision rule, evaluate on test, then (rank 0) write the
+    reports, the model and its card, and the OpenVINO export.
+
+    A step that changes the selected model before it is saved (such as calibration) goes
+    between ``select_best`` and ``save_selected_model``: after the best epoch and its rule are
+    fixed, before the card is written.
+    """
+    final = select_best(job)
+    test = evaluate_test(job, final)
+    if job.ctx.is_master:
+        write_reports(job, final, test)
+        save_selected_model(job, final)
+        if job.hp.export_openvino:
+            _export(job.env, job.hp, job.channels)
+    barrier(job.ctx)
+    return final
+
+
+def select_best(job: Job) -> dict[str, Any]:
+    """Load the best epoch's weights and choose its decision rule; the card's ``metrics``.
 
     The rule is chosen again from the best weights' validation figures (evaluation is
-    deterministic, so it is the rule that epoch was selected with). Test is also evaluated
-    with 8-fold test-time augmentation under that same rule, for the record: the served
-    default is without it. Rank 0 writes.
+    deterministic, so it is the rule that epoch was selected with).
     """
+    hp, state = job.hp, job.state
     if state.best_weights is not None:
-        unwrap(model).load_state_dict(state.best_weights)
+        unwrap(job.model).load_state_dict(state.best_weights)
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
-    _, val_rules = evaluate(model, channels["validation"], hp, ctx, workers, precision)
+    _, val_rules = evaluate(
+        job.model, job.channels["validation"], hp, job.ctx, job.workers, job.precision
+    )
     rule = pick_rule(hp, val_rules)
-    figures = ("n", "accuracy", "rmse", "mae", "off_by_one")
-    final: dict[str, Any] = {
+    if job.ctx.is_master:
+        log.info("decision rule %s (decision=%s), chosen on validation", rule, hp.decision)
+    return {
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "decision": rule,
         "validation": {
             k.split(":", 1)[1]: v for k, v in best.items() if k.startswith("validation:")
         },
-        "validation_by_rule": {r: {k: v[k] for k in figures} for r, v in val_rules.items()},
+        "validation_by_rule": {r: {k: v[k] for k in FIGURES} for r, v in val_rules.items()},
     }
+
+
+def evaluate_test(job: Job, final: dict[str, Any]) -> dict[str, Any] | None:
+    """Evaluate the selected model on ``test`` (if given) under its rule, plain and with
+    8-fold test-time augmentation (for the record: the served default is without it).
+
+    Adds ``test`` and ``test_tta8`` to ``final``; returns the full test summary with the TTA
+    one under ``tta8``, or ``None`` without a test channel.
+    """
+    if "test" not in job.channels:
+        return None
+    hp, ctx, rule = job.hp, job.ctx, final["decision"]
+    test_loss, test_rules = evaluate(
+        job.model, job.channels["test"], hp, ctx, job.workers, job.precision
+    )
+    _, test_tta_rules = evaluate(
+        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, tta=8
+    )
+    summary, tta = test_rules[rule], test_tta_rules[rule]
+    final["test"] = {"loss": test_loss, **{k: summary[k] for k in FIGURES}}
+    final["test_tta8"] = {k: tta[k] for k in FIGURES}
     if ctx.is_master:
-        log.info("decision rule %s (decision=%s), chosen on validation", rule, hp.decision)
-    test_summary = test_tta = None
-    if "test" in channels:
-        test_loss, test_rules = evaluate(model, channels["test"], hp, ctx, workers, precision)
-        _, test_tta_rules = evaluate(model, channels["test"], hp, ctx, workers, precision, tta=8)
-        test_summary, test_tta = test_rules[rule], test_tta_rules[rule]
-        final["test"] = {"loss": test_loss, **{k: test_summary[k] for k in figures}}
-        final["test_tta8"] = {k: test_tta[k] for k in figures}
-        if ctx.is_master:
-            print(
-                metrics.format_metrics(
-                    {
-                        "test:accuracy": test_summary["accuracy"],
-                        "test:rmse": test_summary["rmse"],
-                        "test:mae": test_summary["mae"],
-                        "test:off_by_one": test_summary["off_by_one"],
-                    }
-                ),
-                flush=True,
-            )
-            log.info(
-                "test with 8-fold TTA: accuracy %.4f, RMSE %.4f, MAE %.4f",
-                test_tta["accuracy"],
-                test_tta["rmse"],
-                test_tta["mae"],
-            )
-    if ctx.is_master:
-        out = env.paths.output_data_dir
-        out.mkdir(parents=True, exist_ok=True)
-        reports.plot_training_curves(state.history, out / "training_curves.png")
-        payload = {"final": final, "history": state.history}
-        if test_summary is not None:
-            atomic_write_json(
-                out / "evaluation_test.json", {**test_summary, "decision": rule, "tta8": test_tta}
-            )
-            reports.plot_evaluation(test_summary, out / "evaluation_test.png", "test")
-        atomic_write_json(out / "metrics.json", payload)
-        card = save_model(
-            model,
-            env.paths.model_dir,
-            arch=hp.arch,
-            image_size=hp.image_size,
-            head=head_for_loss(hp.loss),
-            decision=rule,
-            extra={
-                "hyperparameters": hp.model_dump(),
-                "metrics": final,
-                "precision": precision.describe(),
-                "training_job": env.job_name or None,
-                "world_size": ctx.world_size,
-                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
+        print(
+            metrics.format_metrics(
+                {f"test:{k}": summary[k] for k in ("accuracy", "rmse", "mae", "off_by_one")}
+            ),
+            flush=True,
         )
         log.info(
-            "model saved to %s (best epoch %d, validation accuracy %.3f, decision %s, sha256 %s)",
-            env.paths.model_dir,
-            state.best_epoch,
-            best["validation:accuracy"],
-            rule,
-            card["weights_sha256"][:12],
+            "test with 8-fold TTA: accuracy %.4f, RMSE %.4f, MAE %.4f",
+            tta["accuracy"],
+            tta["rmse"],
+            tta["mae"],
         )
-        if hp.export_openvino:
-            _export(env, hp, channels)
-    barrier(ctx)
-    return final
+    return {**summary, "decision": rule, "tta8": tta}
+
+
+def write_reports(job: Job, final: dict[str, Any], test: dict[str, Any] | None) -> None:
+    """``metrics.json``, the training curves and the test evaluation under output/data."""
+    out = job.env.paths.output_data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    reports.plot_training_curves(job.state.history, out / "training_curves.png")
+    if test is not None:
+        atomic_write_json(out / "evaluation_test.json", test)
+        reports.plot_evaluation(test, out / "evaluation_test.png", "test")
+    atomic_write_json(out / "metrics.json", {"final": final, "history": job.state.history})
+
+
+def save_selected_model(job: Job, final: dict[str, Any]) -> None:
+    """``model.pt`` and its card (written last: its presence marks a complete model)."""
+    hp, env, state = job.hp, job.env, job.state
+    card = save_model(
+        job.model,
+        env.paths.model_dir,
+        arch=hp.arch,
+        image_size=hp.image_size,
+        head=head_for_loss(hp.loss),
+        decision=final["decision"],
+        extra={
+            "hyperparameters": hp.model_dump(),
+            "metrics": final,
+            "precision": job.precision.describe(),
+            "training_job": env.job_name or None,
+            "world_size": job.ctx.world_size,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    log.info(
+        "model saved to %s (best epoch %d, validation accuracy %.3f, decision %s, sha256 %s)",
+        env.paths.model_dir,
+        state.best_epoch,
+        final["validation"]["accuracy"],
+        final["decision"],
+        card["weights_sha256"][:12],
+    )
 
 
 def _export(env: TrainingEnvironment, hp: HyperParameters, channels: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from ..distributed import DistContext
 from ..hyperparameters import HyperParameters
 
 if TYPE_CHECKING:
-    from ..data import Sample
+    from ..data import ChannelPhoto
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,14 @@ class Channel(Protocol):
 
     def __len__(self) -> int: ...
 
-    def __iter__(self) -> Iterator[Sample]: ...
+    def __iter__(self) -> Iterator[ChannelPhoto]: ...
 
     def feed(self, hp: HyperParameters, ctx: DistContext, workers: int, train: bool) -> Feed:
         """What this rank's loader reads. Collective under ``ShardedByS3Key``: call it on
         every rank."""
         ...
 
-    def photo_files(self, folder: Path) -> list[Sample]:
+    def photo_files(self, folder: Path) -> list[ChannelPhoto]:
         """The good photos as files anything can open by path (the OpenVINO export reads
         validation and test photos so), written into ``folder`` when they are not files yet;
         ``DataError`` where they cannot be had."""

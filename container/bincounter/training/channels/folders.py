@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import CountDataset, Sample, discover_channel, verify_samples
+from ..data import ChannelPhoto, CountDataset, discover_channel, verify_samples
 from ..distributed import DistContext
 from ..hyperparameters import HyperParameters
 from ..sampler import FolderSampler
 from .base import Feed
 
 
-class FolderChannel(list[Sample]):
+class FolderChannel(list[ChannelPhoto]):
     """The verified photos of a folder channel (``<count>/<id>.jpg`` or ABID's own layout)."""
 
-    def __init__(self, name: str, samples: list[Sample]) -> None:
+    def __init__(self, name: str, samples: list[ChannelPhoto]) -> None:
         super().__init__(samples)
         self.name = name
 
@@ -25,7 +25,7 @@ class FolderChannel(list[Sample]):
         dataset = CountDataset(self, hp.image_size, hp.augment if train else "none")
         return Feed(dataset, sampler, sampler, workers)
 
-    def photo_files(self, folder: Path) -> list[Sample]:
+    def photo_files(self, folder: Path) -> list[ChannelPhoto]:
         """Its photos already are files: ``folder`` is not used."""
         return list(self)
 

@@ -26,7 +26,7 @@ from typing import IO
 
 from ... import shards as tar_shards
 from ...errors import DataError
-from ..data import Sample
+from ..data import ChannelPhoto
 from .base import ChannelInput
 from .shard_index import Pairs, ShardChannel, accept, check_samples, indexed
 from .shard_stream import ShardStream
@@ -81,7 +81,7 @@ class PipeChannel(ShardChannel):
     def stream(self, **options) -> PipeStream:
         return PipeStream(self, **options)
 
-    def photo_files(self, folder: Path) -> list[Sample]:
+    def photo_files(self, folder: Path) -> list[ChannelPhoto]:
         """The stream has gone by and cannot be read again: ``DataError`` says so."""
         raise DataError(
             f"channel '{self.name}' is a Pipe stream, read once per pass: its photos are not "

@@ -22,7 +22,7 @@ from ... import CLASSES, IMAGE_SUFFIXES
 from ... import shards as tar_shards
 from ...errors import DataError
 from ...imaging import ImageError, load_and_preprocess
-from ..data import Sample
+from ..data import ChannelPhoto
 from ..distributed import DistContext, all_reduce_sum
 from ..hyperparameters import HyperParameters
 from ..problems import judge_problems
@@ -35,12 +35,12 @@ log = logging.getLogger(__name__)
 Pairs = list[tuple[str, int]]
 
 
-class ShardChannel(list[Sample]):
-    """The verified samples of a shard channel (``Sample.path`` is the shard file), plus what
+class ShardChannel(list[ChannelPhoto]):
+    """The verified samples of a shard channel (``ChannelPhoto.path`` is the shard file), plus what
     streaming needs: the good (key, count) pairs of each shard in archive order, and who
     holds which shards.
 
-    A list of ``Sample`` so class counts, class weights and sizes work as for folders; under
+    A list of ``ChannelPhoto`` so class counts, class weights and sizes work as for folders; under
     ``ShardedByS3Key`` it holds this host's share only.
     """
 
@@ -53,7 +53,9 @@ class ShardChannel(list[Sample]):
         local_world: int = 1,
     ) -> None:
         super().__init__(
-            Sample(key, files[shard], count) for shard in sorted(good) for key, count in good[shard]
+            ChannelPhoto(key, files[shard], count)
+            for shard in sorted(good)
+            for key, count in good[shard]
         )
         self.name = name
         self.files = files
@@ -109,15 +111,15 @@ class ShardChannel(list[Sample]):
         mine = len(self) if ctx.local_rank == 0 else 0
         return int(all_reduce_sum(torch.tensor([mine], dtype=torch.float64), ctx).item())
 
-    def photo_files(self, folder: Path) -> list[Sample]:
+    def photo_files(self, folder: Path) -> list[ChannelPhoto]:
         """This host's share of the photos written into ``folder``, one file per sample, with
         the count the index verified."""
         folder.mkdir(parents=True, exist_ok=True)
-        photos: list[Sample] = []
+        photos: list[ChannelPhoto] = []
         for key, count, image in self.read(sorted(self.good)):
             path = folder / f"{len(photos):08d}.{tar_shards.IMAGE_EXT}"
             path.write_bytes(image)
-            photos.append(Sample(key, path, count))
+            photos.append(ChannelPhoto(key, path, count))
         return photos
 
 

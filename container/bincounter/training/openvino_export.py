@@ -1,7 +1,7 @@
 """The end of a training job: the model's OpenVINO forms, for a server that starts in a second.
 
 Run once, on rank 0, after ``model.pt`` and its card are written. It adds to the model
-directory (file names and card section in ``bincounter.exported``):
+directory (file names and card section in ``bincounter.openvino_ir``):
 
 * the float32 IR, so a server reads the network instead of converting it at start;
 * a check set: ``CHECK_PHOTOS`` validation photos as ``uint8`` pixels, on which a server checks
@@ -41,14 +41,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import exported, logs
+from .. import logs, openvino_ir
 from ..counting import probabilities64
 from ..decision import decide
 from ..files import atomic_write_json
 from ..imaging import load_and_preprocess
 from ..model import CARD_FILE, load_card, load_model
+from ..params import INT8_MIN_AGREEMENT
 
-log = logging.getLogger("bincounter")
+log = logging.getLogger(__name__)
 
 #: Photos in the check set: enough that one flipped answer is a small fraction, small on disk.
 CHECK_PHOTOS = 32
@@ -59,16 +60,10 @@ EVAL_BATCH = 16
 ACCURACY_CONTROL_PHOTOS = 1000
 #: Layers put back in float at most, one evaluation of the control photos each.
 MAX_RESTORE_ITERATIONS = 20
-#: Default share of the control photos on which int8 must return float32's count (the
-#: ``int8_min_agreement`` hyperparameter). Holding accuracy itself within half a point let
-#: answers move both ways: model A's int8 kept validation within 0.27 points yet lost 0.68 on
-#: test, with 2.2% of answers changed. Agreement bounds the accuracy change on any photos by the
-#: share that changed, so it is the bound that carries over to photos it never saw.
-INT8_MIN_AGREEMENT = 0.995
 
 
-class Labelled(Protocol):
-    """A photo with its class index (``training.data.Sample``)."""
+class PhotoWithLabel(Protocol):
+    """A photo with its class index (``training.data.ChannelPhoto``)."""
 
     path: Path
 
@@ -76,15 +71,15 @@ class Labelled(Protocol):
     def label(self) -> int: ...
 
 
-def pick(samples: Sequence[Labelled], n: int, seed: int) -> list[Labelled]:
+def pick(samples: Sequence[PhotoWithLabel], n: int, seed: int) -> list[PhotoWithLabel]:
     """``n`` samples spread over the classes (round-robin over shuffled per-class lists)."""
     rng = random.Random(seed)
-    by_class: dict[int, list[Labelled]] = {}
+    by_class: dict[int, list[PhotoWithLabel]] = {}
     for s in samples:
         by_class.setdefault(s.label, []).append(s)
     for group in by_class.values():
         rng.shuffle(group)
-    picked: list[Labelled] = []
+    picked: list[PhotoWithLabel] = []
     while len(picked) < n and any(by_class.values()):
         for label in sorted(by_class):
             if by_class[label] and len(picked) < n:
@@ -92,13 +87,13 @@ def pick(samples: Sequence[Labelled], n: int, seed: int) -> list[Labelled]:
     return picked
 
 
-def pixels(samples: Sequence[Labelled], image_size: int) -> np.ndarray:
+def pixels(samples: Sequence[PhotoWithLabel], image_size: int) -> np.ndarray:
     """``uint8 [N, 3, S, S]``: the photos as training and serving preprocess them."""
     return np.stack([load_and_preprocess(s.path, image_size).numpy() for s in samples])
 
 
-def evaluate(
-    compiled: Any, samples: Sequence[Labelled], image_size: int, card: dict[str, Any]
+def evaluate_compiled(
+    compiled: Any, samples: Sequence[PhotoWithLabel], image_size: int, card: dict[str, Any]
 ) -> dict[str, Any]:
     """Accuracy and RMSE (in items) of a compiled OpenVINO model on ``samples``.
 
@@ -136,8 +131,8 @@ def compare(fp32: dict[str, Any], int8: dict[str, Any]) -> dict[str, Any]:
 
 def export_openvino(
     model_dir: Path,
-    validation: Sequence[Labelled],
-    test: Sequence[Labelled] | None,
+    validation: Sequence[PhotoWithLabel],
+    test: Sequence[PhotoWithLabel] | None,
     *,
     calibration_photos: int,
     min_agreement: float = INT8_MIN_AGREEMENT,
@@ -192,24 +187,24 @@ def _record(model_dir: Path, card: dict[str, Any], section: dict[str, Any]) -> N
         log.warning("OpenVINO IR skipped: %s", section["skipped"])
         for name in ("fp32", "int8"):  # nothing half-written may look listed
             section.get("files", {}).pop(name, None)
-    card[exported.CARD_KEY] = section
+    card[openvino_ir.CARD_KEY] = section
     atomic_write_json(model_dir / CARD_FILE, card)
 
 
 @dataclass(frozen=True)
-class Photo:
+class ExportPhoto:
     """A labelled photo as the export process receives it."""
 
     path: Path
     label: int
 
 
-def _listed(samples: Sequence[Labelled]) -> list[list[Any]]:
+def _listed(samples: Sequence[PhotoWithLabel]) -> list[list[Any]]:
     return [[str(s.path), int(s.label)] for s in samples]
 
 
 def _export_in_child(request: dict[str, Any]) -> dict[str, Any]:
-    """``_export`` in a fresh Python process (``python -m bincounter.training.export``).
+    """``_export`` in a fresh Python process (``python -m bincounter.training.openvino_export``).
 
     OpenVINO and NNCF run native thread pools, and NNCF's accuracy control compiles and drops
     dozens of models: in the training process a fault there would end the job that just saved
@@ -224,7 +219,7 @@ def _export_in_child(request: dict[str, Any]) -> dict[str, Any]:
         package_root = Path(__file__).resolve().parents[2]  # the folder holding bincounter/
         path = os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))
         result = subprocess.run(
-            [sys.executable, "-m", "bincounter.training.export", str(request_file)],
+            [sys.executable, "-m", "bincounter.training.openvino_export", str(request_file)],
             env={**os.environ, "PYTHONPATH": path},
             check=False,
         )
@@ -245,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(Path(request_file).read_text())
     model_dir = Path(request["model_dir"])
     photos = {
-        split: [Photo(Path(path), label) for path, label in request[split]]
+        split: [ExportPhoto(Path(path), label) for path, label in request[split]]
         for split in ("validation", "test")
         if request[split]
     }
@@ -271,8 +266,8 @@ def _export(
     model: nn.Module,
     model_dir: Path,
     card: dict[str, Any],
-    validation: Sequence[Labelled],
-    test: Sequence[Labelled] | None,
+    validation: Sequence[PhotoWithLabel],
+    test: Sequence[PhotoWithLabel] | None,
     calibration_photos: int,
     min_agreement: float,
     seed: int,
@@ -281,10 +276,10 @@ def _export(
 
     image_size = int(card["image_size"])
     section: dict[str, Any] = {"openvino": ov.get_version(), "files": {}}
-    ov_model = exported.convert(model.eval(), image_size)
-    section["files"]["fp32"] = exported.save_ir(ov_model, model_dir, exported.FP32_XML)
+    ov_model = openvino_ir.convert(model.eval(), image_size)
+    section["files"]["fp32"] = openvino_ir.save_ir(ov_model, model_dir, openvino_ir.FP32_XML)
     check = pick(validation, CHECK_PHOTOS, seed)
-    section["check_set"] = exported.save_check_set(
+    section["check_set"] = openvino_ir.save_check_set(
         model_dir, pixels(check, image_size), np.array([s.label for s in check])
     )
     log.info("OpenVINO IR and %d check photos written", len(check))
@@ -300,12 +295,12 @@ def _export(
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU's own default may be bf16
     compiled_fp32 = core.compile_model(ov_model, "CPU", f32)
     control = pick(validation, ACCURACY_CONTROL_PHOTOS, seed + 2)
-    reference = evaluate(compiled_fp32, control, image_size, card)["predictions"]
+    reference = evaluate_compiled(compiled_fp32, control, image_size, card)["predictions"]
 
     def agreement(compiled: Any, items: Any) -> float:
         """Share of ``(photo, float32 count)`` items on which ``compiled`` gives that count."""
         photos, counts = zip(*items, strict=True)
-        got = evaluate(compiled, list(photos), image_size, card)["predictions"]
+        got = evaluate_compiled(compiled, list(photos), image_size, card)["predictions"]
         return float((got == np.array(counts)).mean())
 
     # Plain post-training int8 lost 1.2-1.9 points of validation accuracy on the shipped model,
@@ -326,7 +321,7 @@ def _export(
             max_num_iterations=MAX_RESTORE_ITERATIONS
         ),
     )
-    section["files"]["int8"] = exported.save_ir(quantized, model_dir, exported.INT8_XML)
+    section["files"]["int8"] = openvino_ir.save_ir(quantized, model_dir, openvino_ir.INT8_XML)
     section["nncf"] = nncf.__version__
     compiled_int8 = core.compile_model(quantized, "CPU", f32)
     int8: dict[str, Any] = {
@@ -337,8 +332,8 @@ def _export(
     for split, samples in (("validation", validation), ("test", test)):
         if samples:
             int8[split] = compare(
-                evaluate(compiled_fp32, samples, image_size, card),
-                evaluate(compiled_int8, samples, image_size, card),
+                evaluate_compiled(compiled_fp32, samples, image_size, card),
+                evaluate_compiled(compiled_int8, samples, image_size, card),
             )
             log.info(
                 "int8 on %s: accuracy %.4f (fp32 %.4f), RMSE %.3f (fp32 %.3f)",

@@ -1,4 +1,4 @@
-"""``training.export``: which photos it picks, what it records, and that it never fails a job."""
+"""``training.openvino_export``: which photos it picks, what it records, and that it never fails a job."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bincounter.training.export import compare, export_openvino, pick, record_skipped
+from bincounter.training.openvino_export import compare, export_openvino, pick, record_skipped
 
 
 @dataclass(frozen=True)
