@@ -30,6 +30,8 @@ Options (each falls back to the environment variable shown, then to the default)
                             ($BINCOUNTER_REGISTRY): a private registry or a pull-through cache
       --no-login            do not run `docker login` (the registry needs none, or you logged in)
       --build-arg KEY=VALUE passed to `docker build` (repeatable), e.g. DOWNLOAD_WEIGHTS=0
+      --print-labels        print the build arguments recorded in the image's labels (VERSION,
+                            REVISION, SOURCE: the origin URL without credentials) and exit
   -h, --help                this help
 
 The ECR API endpoint follows the AWS CLI's own settings (profiles, $AWS_ENDPOINT_URL).
@@ -41,6 +43,22 @@ die() {
 	exit 1
 }
 say() { printf 'push.sh: %s\n' "$*" >&2; }
+
+# A URL as it may be recorded in an image anyone who can pull it reads: without user:password@
+# (a CI clone URL carries its token there) and without query or fragment (tokens travel there too).
+strip_credentials() {
+	printf '%s\n' "$1" | sed -E -e 's#^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@#\1#' -e 's/[?#].*$//'
+}
+
+# The build arguments that end up as the image's org.opencontainers.image.* labels.
+label_args() {
+	local version source_url
+	version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO_ROOT/pyproject.toml" | head -n 1)
+	source_url=$(strip_credentials "$(git -C "$REPO_ROOT" remote get-url origin 2>/dev/null || true)")
+	printf '%s\n' "VERSION=${version:-0.0.0}" \
+		"REVISION=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
+		"SOURCE=$source_url"
+}
 
 region=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
 account=${AWS_ACCOUNT_ID:-}
@@ -64,6 +82,7 @@ while [ $# -gt 0 ]; do
 	--registry) need_value "$@"; registry=$2; shift 2 ;;
 	--no-login) login=0; shift ;;
 	--build-arg) need_value "$@"; build_args+=(--build-arg "$2"); shift 2 ;;
+	--print-labels) label_args; exit 0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument: $1 (see --help)" ;;
 	esac
@@ -117,13 +136,11 @@ if [ -n "$image" ]; then
 		die "image '$image' not found locally (docker images lists what there is)"
 else
 	image="$repository:$tag"
-	version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$REPO_ROOT/pyproject.toml" | head -n 1)
-	source_url=$(git -C "$REPO_ROOT" remote get-url origin 2>/dev/null || true)
+	label_build_args=()
+	while IFS= read -r arg; do label_build_args+=(--build-arg "$arg"); done < <(label_args)
 	say "building $image from $REPO_ROOT"
 	docker build \
-		--build-arg "VERSION=${version:-0.0.0}" \
-		--build-arg "REVISION=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
-		--build-arg "SOURCE=$source_url" \
+		"${label_build_args[@]}" \
 		${build_args[@]+"${build_args[@]}"} \
 		-t "$image" "$REPO_ROOT" >&2 ||
 		die "docker build failed"

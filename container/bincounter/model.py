@@ -21,11 +21,11 @@ import torchvision
 from torch import nn
 
 from . import ARCHITECTURES, CLASSES, __version__
-from .counting import HEADS, RULES, make_head
+from .card import validate_card
+from .counting import make_head
 from .errors import ModelLoadError
 from .files import atomic_path, atomic_write_json, sha256_file
 from .imaging import IMAGENET_MEAN, IMAGENET_STD
-from .params import CARD_DEFAULTS
 
 WEIGHTS_FILE = "model.pt"
 CARD_FILE = "model_card.json"
@@ -154,22 +154,9 @@ def load_card(model_dir: Path) -> dict[str, Any]:
         )
     try:
         card = json.loads(card_path.read_text())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ModelLoadError(f"model card {card_path} is not valid JSON: {exc}") from None
-    missing = {"arch", "classes", "image_size", "weights_file", "weights_sha256"} - set(card)
-    if missing:
-        raise ModelLoadError(f"model card {card_path} lacks {sorted(missing)}")
-    if list(card["classes"]) != list(CLASSES):
-        raise ModelLoadError(f"model card {card_path} has classes {card['classes']}, not {CLASSES}")
-    # Cards from before count-aware heads have neither key: a softmax head read by argmax.
-    for key, default in CARD_DEFAULTS.items():
-        card.setdefault(key, default)
-    if card["head"] not in HEADS or card["decision"] not in RULES:
-        raise ModelLoadError(
-            f"model card {card_path} has head {card['head']!r} / decision {card['decision']!r}; "
-            f"this server knows heads {', '.join(HEADS)} and decisions {', '.join(RULES)}"
-        )
-    return card
+    return validate_card(card, model_dir, card_path)  # the whole card: bincounter.card
 
 
 def verify_model_files(model_dir: Path) -> tuple[dict[str, Any], Path]:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from .ids import ID_RULE, check_photo_id, is_photo_id
+
 T = TypeVar("T")
 
 SUFFIX = ".tar"
@@ -34,6 +36,20 @@ META_EXT = "json"
 #: The size real shards aim for: large enough for sequential reads, small enough to spread
 #: over hosts and to shuffle in shard order.
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+#: The most bytes a member may hold, by extension, checked from its header before it is read:
+#: an ABID photo is ~50 KB (32 MiB leaves room for any bin photo at full resolution), a label
+#: a few digits, ABID metadata a few KB (a bin listing many products a few tens). A bigger
+#: member is broken or hostile and costs its sample instead of the reader's memory.
+MEMBER_CAPS = {
+    IMAGE_EXT: 32 << 20,
+    "jpeg": 32 << 20,
+    "png": 32 << 20,
+    LABEL_EXT: 4 << 10,
+    "txt": 4 << 10,
+    META_EXT: 256 << 10,
+}
+#: Members of any other extension (never used by training).
+OTHER_MEMBER_CAP = 4 << 10
 _BLOCK = tarfile.BLOCKSIZE
 
 
@@ -70,7 +86,8 @@ class ShardWriter:
     ``max_bytes`` each (a single bigger sample still gets its own shard).
 
     Each shard is written to a temporary name and renamed when complete, so a killed run leaves
-    no half shard under a final name.
+    no half shard under a final name; used as a context manager, an exception also removes the
+    temporary file (``abort``), and a clean exit closes the last shard.
     """
 
     def __init__(self, folder: Path, stem: str, max_bytes: int = DEFAULT_SHARD_BYTES) -> None:
@@ -120,7 +137,28 @@ class ShardWriter:
         member.uname = member.gname = "bincounter"
         self._tar.addfile(member, io.BytesIO(data))
 
+    def abort(self) -> None:
+        """Drop the shard being written (its temporary file); finished shards stay."""
+        tar, file, tmp = self._tar, self._file, self._tmp
+        self._tar = self._file = self._tmp = None
+        if tar is not None and file is not None and tmp is not None:
+            self.shards.pop()
+            file.close()
+            tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
     def write(self, key: str, image: bytes, count: int, metadata: bytes | None = None) -> None:
+        """Add one sample; ``ValueError`` when ``key`` is not a photo id (``bincounter.ids``):
+        it becomes member names, and file names wherever the shard is unpacked."""
+        check_photo_id(key)
         size = sum(_BLOCK + -(-len(d) // _BLOCK) * _BLOCK for d in (image, b"0", metadata or b""))
         if self._tar is not None and self._size and self._size + size > self.max_bytes:
             self._close()
@@ -214,6 +252,78 @@ def _has_end_marker(fileobj: IO[bytes], offset: int) -> bool:
     return len(block) == _BLOCK and block == bytes(_BLOCK)
 
 
+def member_cap(ext: str) -> int:
+    """The most bytes a member with this extension may hold (``MEMBER_CAPS``, else
+    ``OTHER_MEMBER_CAP``); ``"seg.png"`` is capped as ``png``."""
+    return MEMBER_CAPS.get(ext.rpartition(".")[2].lower(), OTHER_MEMBER_CAP)
+
+
+class _Groups:
+    """Members gathered into samples by key, and what makes a sample unreadable, judged from
+    each member's header before any of its bytes are read.
+
+    A key met again after other keys, a member repeated within its sample, a key that is not
+    a photo id and a member above its cap each cost the sample (one ``Problem``); for a
+    repeated key, the first copy is the one read, by the index and by the stream alike.
+    """
+
+    def __init__(self, shard: str) -> None:
+        self.shard = shard
+        self.key: str | None = None
+        self.members: dict[str, bytes] = {}
+        self.skip = False
+        self.seen: set[str] = set()
+
+    def done(self) -> ShardSample | None:
+        """The sample gathered so far, when there is one and it is not skipped."""
+        if self.key is None or self.skip:
+            return None
+        return ShardSample(self.key, self.members, self.shard)
+
+    def start(self, key: str, member: str) -> Problem | None:
+        self.key, self.members, self.skip = key, {}, True
+        if key in self.seen:
+            return Problem(
+                self.shard,
+                key,
+                f"duplicate id: member {member} repeats an id met earlier in this shard; "
+                "only the first copy is read",
+            )
+        self.seen.add(key)
+        if not is_photo_id(key):
+            return Problem(
+                self.shard, key, f"member {member}: the key is not a photo id ({ID_RULE})"
+            )
+        self.skip = False
+        return None
+
+    def judge(self, member: tarfile.TarInfo, ext: str) -> Problem | None:
+        """Why this member's sample is skipped, or None when the member may be read."""
+        cap = member_cap(ext)
+        if ext in self.members:
+            reason = f"member {member.name} appears twice in a row"
+        elif member.size > cap:
+            reason = (
+                f"member {member.name} holds {member.size} bytes, above the {cap}-byte cap for "
+                f".{ext} members (shards.MEMBER_CAPS); not read"
+            )
+        else:
+            return None
+        self.skip = True
+        return Problem(self.shard, self.key, f"{reason}; the sample is skipped")
+
+
+def _check_header(member: tarfile.TarInfo, previous: int) -> None:
+    """Stop at a header that would make tarfile read backwards or in place (a negative size
+    or an offset that does not advance): it would re-read the same header forever."""
+    if member.size < 0:
+        raise tarfile.ReadError(f"member {member.name} has a negative size {member.size}")
+    if member.offset <= previous:
+        raise tarfile.ReadError(
+            f"member {member.name} at byte {member.offset} does not advance past byte {previous}"
+        )
+
+
 def read_samples(
     fileobj: IO[bytes], shard: str, *, stream: bool = False, wanted: set[str] | None = None
 ) -> Iterator[ShardSample | Problem]:
@@ -223,49 +333,59 @@ def read_samples(
     damage, then one ``Problem`` naming the shard, and stops. ``stream=True`` reads a FIFO of
     several archives back to back (SageMaker Pipe mode) without seeking. With ``wanted`` the
     contents of other keys are skipped without being read into memory (they are still named).
+    Members are judged from their headers first (``_Groups``), so nothing above its cap and
+    nothing of a skipped sample is ever read.
     """
-    group_key: str | None = None
-    group: dict[str, bytes] = {}
+    groups = _Groups(shard)
     counted = _CountingReader(fileobj) if stream else None
-    last_end = 0
+    last_end, last_offset = 0, -1
     try:
         mode = "r|" if stream else "r:"
         with tarfile.open(fileobj=counted or fileobj, mode=mode, ignore_zeros=stream) as tar:
             for member in tar:
+                _check_header(member, last_offset)
+                last_offset = member.offset
                 if not member.isfile():
                     continue
                 last_end = member.offset_data + member.size
                 key, ext = split_key(member.name)
-                if key != group_key:
-                    if group_key is not None:
-                        yield ShardSample(group_key, group, shard)
-                    group_key, group = key, {}
-                if ext in group:
-                    yield Problem(shard, key, f"member {member.name} appears twice in a row")
+                if key != groups.key:
+                    sample = groups.done()
+                    if sample is not None:
+                        yield sample
+                    problem = groups.start(key, member.name)
+                    if problem is not None:
+                        yield problem
+                if groups.skip:
                     continue
-                if wanted is not None and key not in wanted and ext != LABEL_EXT:
-                    group[ext] = b""
+                problem = groups.judge(member, ext)
+                if problem is not None:
+                    yield problem
+                    continue
+                if wanted is not None and key not in wanted:
+                    groups.members[ext] = b""
                     continue
                 handle = tar.extractfile(member)
                 data = handle.read() if handle else b""
                 if len(data) != member.size:
                     raise tarfile.ReadError(f"member {member.name} cut short")
-                group[ext] = data
+                groups.members[ext] = data
             end = tar.offset
-        if group_key is not None and not stream and not _has_end_marker(fileobj, end):
+        if groups.key is not None and not stream and not _has_end_marker(fileobj, end):
             # tarfile ends quietly where a file was cut between two members
             yield Problem(shard, None, "truncated: no end-of-archive marker")
             return
     except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as exc:
         reason = f"corrupt or truncated archive ({exc}); rest skipped"
         if counted is None:
-            yield Problem(shard, group_key, reason)
+            yield Problem(shard, groups.key, reason)
             return
         total = counted.drain()
-        yield Problem(shard, group_key, reason, lost_bytes=total - last_end, stream_bytes=total)
+        yield Problem(shard, groups.key, reason, lost_bytes=total - last_end, stream_bytes=total)
         return
-    if group_key is not None:
-        yield ShardSample(group_key, group, shard)
+    sample = groups.done()
+    if sample is not None:
+        yield sample
     if counted is not None:
         # Concatenated archives: after a cut or corrupt object tarfile finds no aligned header
         # again and skips the rest quietly. Whatever follows the last member beyond a clean

@@ -24,6 +24,7 @@ from .. import CLASSES
 from ..abid import parse_expected_quantity
 from ..errors import MissingObject
 from ..files import atomic_write_bytes, sha256_bytes, sha256_file
+from ..ids import check_photo_id
 from .records import Candidate, Excluded, Stats, VerifiedPhoto
 from .sources import PhotoSource
 
@@ -114,7 +115,9 @@ class Fetcher:
         raise AssertionError("unreachable")
 
     def metadata_count(self, image_id: str) -> int:
-        """EXPECTED_QUANTITY, from the cached metadata when it parses, else fetched."""
+        """EXPECTED_QUANTITY, from the cached metadata when it parses, else fetched;
+        ``ValueError`` for an id that is not a photo id (it would name paths elsewhere)."""
+        check_photo_id(image_id)
         path = self.cache.metadata / f"{image_id}.json"
         if path.exists():
             try:
@@ -130,9 +133,11 @@ class Fetcher:
         return count
 
     def image(self, image_id: str, count: int) -> VerifiedPhoto:
-        """A verified photo; raises MissingObject or ImageError (after one re-fetch)."""
+        """A verified photo; raises MissingObject or ImageError (after one re-fetch), and
+        ``ValueError`` for an id that is not a photo id."""
         from ..imaging import ImageError
 
+        check_photo_id(image_id)
         path = self.cache.images / f"{image_id}.jpg"
         known = self.cache.verified.get(image_id)
         if path.exists():

@@ -18,6 +18,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -185,28 +186,29 @@ def write_part(
                 photos += [entry for _, entry in kept if entry is not None]
                 stats.kept += sum(entry is not None for _, entry in kept)
                 group = [p for p, entry in kept if entry is None]
-            writer = None
-            if layout == "shards" and group:
-                writer = ShardWriter(out_dir / split, part, shard_bytes)
-            for start in range(0, len(group), CHUNK):
-                chunk = group[start : start + CHUNK]
-                for photo, (data, width, height) in zip(
-                    chunk, pool.map(encoded, chunk), strict=True
-                ):
-                    entry = photo_entry(
-                        photo, split, sha256_bytes(data), len(data), width, height, resize
-                    )
-                    if writer is None:
-                        folders.write(split, photo, data, entry)
-                    else:
-                        writer.write(photo.id, data, photo.count, metadata and metadata(photo.id))
-                        entry["shard"] = f"{split}/{writer.shards[-1].name}"
-                    stats.written += 1
-                    photos.append(entry)
+            sharded = layout == "shards" and group
+            writer = ShardWriter(out_dir / split, part, shard_bytes) if sharded else None
+            with writer or nullcontext():  # an error leaves no temporary shard behind
+                for start in range(0, len(group), CHUNK):
+                    chunk = group[start : start + CHUNK]
+                    for photo, (data, width, height) in zip(
+                        chunk, pool.map(encoded, chunk), strict=True
+                    ):
+                        entry = photo_entry(
+                            photo, split, sha256_bytes(data), len(data), width, height, resize
+                        )
+                        if writer is None:
+                            folders.write(split, photo, data, entry)
+                        else:
+                            meta = metadata and metadata(photo.id)
+                            writer.write(photo.id, data, photo.count, meta)
+                            entry["shard"] = f"{split}/{writer.shards[-1].name}"
+                        stats.written += 1
+                        photos.append(entry)
             if writer is not None:
                 shards += [
                     {"path": f"{split}/{info.name}", "split": split, **info.as_json()}
-                    for info in writer.close()
+                    for info in writer.shards
                 ]
     return photos, shards
 

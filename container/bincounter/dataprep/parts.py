@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import PrepareError
 from ..files import atomic_write_bytes, atomic_write_json
+from ..ids import ID_RULE, is_photo_id
 from .layout import SPLITS, stratified_split, write_manifest
 from .records import Excluded, PlannedId, VerifiedPhoto
 from .report import build_report, write_report
@@ -77,7 +78,8 @@ def write_plan(out_dir: Path, parts: list[list[dict[str, Any]]]) -> list[Path]:
 
 
 def read_part(path: Path) -> list[dict[str, Any]]:
-    """Entries of one plan part; a malformed line names the file and line."""
+    """Entries of one plan part; a malformed line, or an id that is not a photo id
+    (``bincounter.ids``), names the file and line."""
     entries = []
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
@@ -91,6 +93,11 @@ def read_part(path: Path) -> list[dict[str, Any]]:
             raise PrepareError(f"plan part {path} line {n} is malformed: {exc}") from None
         if entries[-1]["split"] not in SPLITS:
             raise PrepareError(f"plan part {path} line {n}: unknown split {entry['split']!r}")
+        if not is_photo_id(entry["id"]):
+            # a tampered part: the id would become paths outside the source and output
+            raise PrepareError(
+                f"plan part {path} line {n}: id {entry['id']!r} is not a photo id ({ID_RULE})"
+            )
     return entries
 
 

@@ -1,0 +1,136 @@
+"""The model card's schema, checked as a whole before anything it names is opened.
+
+A model folder comes from outside the server (an S3 ``model.tar.gz``, a registry, a hand
+edit), so its card is input like any other: a field of the wrong type must be a
+``ModelLoadError`` naming the field, never a ``KeyError`` traceback at start or a model served
+at ``image_size="big"``, and every file it names must be a plain name inside the model folder
+(``weights_file: "../../etc/hostname"`` with a matching sha256 passes a checksum). Fields the
+card carries besides these (metrics, hyperparameters, versions) are kept as they are.
+
+What is checked here, once: the fields ``save_model`` writes that loading relies on, and the
+file entries of the OpenVINO section (``bincounter.exported``); what the values mean (the
+weights' checksum, the IR's accuracy) stays with their owners.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from . import ARCHITECTURES, CLASSES
+from .counting import HEADS, RULES
+from .errors import ModelLoadError
+from .params import CARD_DEFAULTS
+
+#: Larger than any input the product trains at (224-512): a card asking more is broken.
+MAX_IMAGE_SIZE = 4096
+
+
+def _plain_file_name(value: str) -> str:
+    if value in ("", ".", "..") or any(c in value for c in "/\\\0"):
+        raise ValueError(f"{value!r} is not a plain file name in the model folder")
+    return value
+
+
+FileName = Annotated[StrictStr, AfterValidator(_plain_file_name)]
+Sha256 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class IRFileEntry(_Section):
+    xml: FileName
+    bin: FileName
+    xml_sha256: Sha256
+    bin_sha256: Sha256
+
+
+class CheckSetEntry(_Section):
+    file: FileName
+    sha256: Sha256
+    photos: StrictInt | None = None
+
+
+class IRFiles(_Section):
+    fp32: IRFileEntry | None = None
+    int8: IRFileEntry | None = None
+
+
+class OpenVINOSection(_Section):
+    files: IRFiles | None = None
+    check_set: CheckSetEntry | None = None
+
+
+class ModelCard(_Section):
+    """The card's fields that loading and serving rely on; cards from before count-aware
+    heads have neither ``head`` nor ``decision``: a softmax head read by argmax."""
+
+    format: StrictStr | None = None
+    arch: Literal[ARCHITECTURES]  # type: ignore[valid-type]
+    classes: list[StrictInt]
+    head: Literal[HEADS] = CARD_DEFAULTS["head"]  # type: ignore[valid-type]
+    decision: Literal[RULES] = CARD_DEFAULTS["decision"]  # type: ignore[valid-type]
+    image_size: StrictInt = Field(gt=0, le=MAX_IMAGE_SIZE)
+    weights_file: FileName
+    weights_sha256: Sha256
+    openvino: OpenVINOSection | None = None
+
+
+def card_files(card: dict[str, Any]) -> dict[str, str]:
+    """Every file a (validated) card names, by the field that names it."""
+    files = {"weights_file": card["weights_file"]}
+    section = card.get("openvino") or {}
+    for which, entry in (section.get("files") or {}).items():
+        if entry:
+            files[f"openvino.files.{which}.xml"] = entry["xml"]
+            files[f"openvino.files.{which}.bin"] = entry["bin"]
+    if section.get("check_set"):
+        files["openvino.check_set.file"] = section["check_set"]["file"]
+    return files
+
+
+def validate_card(raw: Any, model_dir: Path, card_path: Path) -> dict[str, Any]:
+    """The card as a dict with defaults filled in, once it fits ``ModelCard`` and every file
+    it names resolves inside ``model_dir`` (a symlink out of it is refused too).
+
+    ``ModelLoadError`` names the card, the first field that is wrong and why.
+    """
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"model card {card_path} holds a {type(raw).__name__}, not an object")
+    try:
+        ModelCard.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "(card)"
+        shown = error["type"] not in ("missing", "value_error")
+        value = f" (got {error['input']!r:.80})" if shown else ""
+        more = f"; and {exc.error_count() - 1} more" if exc.error_count() > 1 else ""
+        raise ModelLoadError(
+            f"model card {card_path}: field '{field}': "
+            f"{error['msg'].removeprefix('Value error, ')}{value}{more}"
+        ) from None
+    card = {**CARD_DEFAULTS, **raw}
+    if list(card["classes"]) != list(CLASSES):
+        raise ModelLoadError(
+            f"model card {card_path}: field 'classes' is {card['classes']}, not {list(CLASSES)}"
+        )
+    root = model_dir.resolve()
+    for field, name in card_files(card).items():
+        if not (model_dir / name).resolve().is_relative_to(root):
+            raise ModelLoadError(
+                f"model card {card_path}: field '{field}': {name!r} resolves outside the model "
+                f"folder {model_dir}"
+            )
+    return card
