@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from bincounter.errors import ModelLoadError
-from bincounter.exported import verify_exported
 from bincounter.files import sha256_file
 from bincounter.model import CARD_FILE, WEIGHTS_FILE, verify_model_files
+from bincounter.openvino_ir import verify_exported
 
 OUTSIDE = Path("/etc/hostname")
 

@@ -8,7 +8,7 @@ at ``image_size="big"``, and every file it names must be a plain name inside the
 card carries besides these (metrics, hyperparameters, versions) are kept as they are.
 
 What is checked here, once: the fields ``save_model`` writes that loading relies on, and the
-file entries of the OpenVINO section (``bincounter.exported``); what the values mean (the
+file entries of the OpenVINO section (``bincounter.openvino_ir``); what the values mean (the
 weights' checksum, the IR's accuracy) stays with their owners.
 """
 
