@@ -69,10 +69,11 @@ RUN apt-get update \
     && pip check \
     && ! python -c 'import torch' 2>/dev/null
 
-COPY pyproject.toml README.md /tmp/src/
-COPY container /tmp/src/container
-RUN pip install --no-deps --no-build-isolation --no-compile /tmp/src \
-    && python -m compileall -q "$(python -c 'import bincounter, os; print(os.path.dirname(bincounter.__file__))')" \
+# The package is copied, not pip-installed: this stage has no build backend, nor needs one.
+COPY container/bincounter /tmp/src/bincounter
+RUN site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+    && mv /tmp/src/bincounter "$site/bincounter" \
+    && python -m compileall -q "$site/bincounter" \
     && rm -rf /tmp/src /tmp/req \
     && mkdir -p /opt/program \
     && printf '#!/bin/sh\necho "bincounter: this is the CPU serving image (tag <version>-cpu-serve): it only serves (serve). Training and data preparation need the full bincounter image (tag <version>), which has torch." >&2\nexit 2\n' >/opt/program/train \
