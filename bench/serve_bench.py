@@ -51,12 +51,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bincounter.decision import decide
+from bincounter.decision import decide, head_probabilities
 from bincounter.imaging import load_and_preprocess, load_image, preprocess, preprocess_array
 from bincounter.model import build_model, load_model, save_model
 from bincounter.serving.codec import probabilities_to_prediction
 from bincounter.serving.config import cpu_count
-from bincounter.serving.engines import softmax64
 from bincounter.serving.predictor import Predictor
 
 from support import ABID, REPO, free_port
@@ -185,10 +184,12 @@ def measure_pipeline(
     for name, engine in engines.items():
 
         def one(photo: bytes, engine=engine) -> None:
-            engine.predict_batch(engine.preprocess(photo).unsqueeze(0))
+            engine.predict_batch(engine.preprocess(photo).transpose(2, 0, 1)[None])
 
         def group(photos: list[bytes], engine=engine) -> None:
-            engine.predict_batch(torch.stack([engine.preprocess(p) for p in photos]))
+            engine.predict_batch(
+                np.stack([engine.preprocess(p).transpose(2, 0, 1) for p in photos])
+            )
 
         for batch, run, items in ((1, one, photos), (4, group, fours), (8, group, eights)):
             per_call, cpu_ms = pipeline_rate(run, items)
@@ -238,7 +239,9 @@ def test_split_agreement(
         for i in range(0, len(bodies), 8)
     ]
     with torch.inference_mode():
-        eager = np.concatenate([softmax64(model(batch)) for batch in batches])
+        eager = np.concatenate(
+            [head_probabilities(model(batch).numpy(), "softmax") for batch in batches]
+        )
     truth = np.array([c for _, c in rows])
     eager_count = decide(eager, rule) + 1
     result: dict[str, Any] = {

@@ -5,6 +5,7 @@
 #   scripts/push.sh                                   # build, push <account>.dkr.ecr.<region>.amazonaws.com/bincounter:<tag>
 #   scripts/push.sh --image bincounter:dev --tag v1   # push an image built before
 #   scripts/push.sh --registry 127.0.0.1:5000         # another registry (pull-through cache, private, tests)
+#   scripts/push.sh --cpu-serve                       # the torch-free CPU serving image, tag <tag>-cpu-serve
 #
 # Run with --help for every option. Details: docs/image.md.
 set -euo pipefail
@@ -32,6 +33,8 @@ Options (each falls back to the environment variable shown, then to the default)
       --build-arg KEY=VALUE passed to `docker build` (repeatable), e.g. DOWNLOAD_WEIGHTS=0
       --print-labels        print the build arguments recorded in the image's labels (VERSION,
                             REVISION, SOURCE: the origin URL without credentials) and exit
+      --cpu-serve           the CPU serving image (Dockerfile target serve-cpu: no torch, serve
+                            only), tagged <tag>-cpu-serve so it cannot pass for the full image
   -h, --help                this help
 
 The ECR API endpoint follows the AWS CLI's own settings (profiles, $AWS_ENDPOINT_URL).
@@ -68,6 +71,7 @@ image=${BINCOUNTER_IMAGE:-}
 registry=${BINCOUNTER_REGISTRY:-}
 login=1
 build_args=()
+cpu_serve=0
 
 need_value() {
 	if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --help)"; fi
@@ -81,6 +85,7 @@ while [ $# -gt 0 ]; do
 	-i | --image) need_value "$@"; image=$2; shift 2 ;;
 	--registry) need_value "$@"; registry=$2; shift 2 ;;
 	--no-login) login=0; shift ;;
+	--cpu-serve) cpu_serve=1; shift ;;
 	--build-arg) need_value "$@"; build_args+=(--build-arg "$2"); shift 2 ;;
 	--print-labels) label_args; exit 0 ;;
 	-h | --help) usage; exit 0 ;;
@@ -129,11 +134,22 @@ if [ -z "$tag" ]; then
 		tag=$tag-dirty
 	fi
 fi
+# The serving-only image always carries the suffix, whatever tag was asked for.
+if [ "$cpu_serve" = 1 ] && [[ $tag != *-cpu-serve ]]; then tag=$tag-cpu-serve; fi
 [[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "invalid tag '$tag'"
+target_args=()
+if [ "$cpu_serve" = 1 ]; then target_args=(--target serve-cpu); fi
 
 if [ -n "$image" ]; then
 	docker image inspect "$image" >/dev/null 2>&1 ||
 		die "image '$image' not found locally (docker images lists what there is)"
+	# The two images are told apart by their title label: never push one under the other's tag.
+	title=$(docker image inspect -f '{{index .Config.Labels "org.opencontainers.image.title"}}' "$image" 2>/dev/null || true)
+	if [ "$title" = bincounter-cpu-serve ] && [ "$cpu_serve" = 0 ]; then
+		die "image '$image' is the CPU serving image (no torch, serve only): push it with --cpu-serve"
+	elif [ "$title" != bincounter-cpu-serve ] && [ "$cpu_serve" = 1 ]; then
+		die "image '$image' is not the CPU serving image: build it with docker build --target serve-cpu"
+	fi
 else
 	image="$repository:$tag"
 	label_build_args=()
@@ -142,6 +158,7 @@ else
 	docker build \
 		"${label_build_args[@]}" \
 		${build_args[@]+"${build_args[@]}"} \
+		${target_args[@]+"${target_args[@]}"} \
 		-t "$image" "$REPO_ROOT" >&2 ||
 		die "docker build failed"
 fi

@@ -9,11 +9,14 @@ card carries besides these (metrics, hyperparameters, versions) are kept as they
 
 What is checked here, once: the fields ``save_model`` writes that loading relies on, and the
 file entries of the OpenVINO section (``bincounter.openvino_ir``); what the values mean (the
-weights' checksum, the IR's accuracy) stays with their owners.
+weights' checksum, the IR's accuracy) stays with their owners. Reading the card and checking the
+weights' sha256 live here too, apart from ``model``, so that a server answering from the
+OpenVINO files does both without importing torch (the CPU serving image has none).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,9 +31,13 @@ from pydantic import (
 )
 
 from . import ARCHITECTURES, CLASSES
-from .counting import HEADS, RULES
+from .decision import HEADS, RULES
 from .errors import ModelLoadError
+from .files import sha256_file
 from .params import CARD_DEFAULTS
+
+WEIGHTS_FILE = "model.pt"
+CARD_FILE = "model_card.json"
 
 #: Larger than any input the product trains at (224-512): a card asking more is broken.
 MAX_IMAGE_SIZE = 4096
@@ -134,3 +141,37 @@ def validate_card(raw: Any, model_dir: Path, card_path: Path) -> dict[str, Any]:
                 f"folder {model_dir}"
             )
     return card
+
+
+def load_card(model_dir: Path) -> dict[str, Any]:
+    """The model card of ``model_dir``, checked whole (``validate_card``), without torch: a
+    server answering from the OpenVINO files reads it in an image that has none."""
+    card_path = model_dir / CARD_FILE
+    if not card_path.is_file():
+        raise ModelLoadError(
+            f"no model card at {card_path}: is {model_dir} the extracted model.tar.gz of a "
+            "bincounter training job?"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+    except (ValueError, RecursionError) as exc:
+        raise ModelLoadError(f"model card {card_path} is not valid JSON: {exc}") from None
+    return validate_card(card, model_dir, card_path)
+
+
+def verify_model_files(model_dir: Path) -> tuple[dict[str, Any], Path]:
+    """The card and the weights' path, once the weights are known to be the card's own.
+
+    A card and weights from different runs would serve plausible but wrong answers, so the
+    sha256 is checked before anything is built (and by a server before it binds its port).
+    """
+    card = load_card(model_dir)
+    weights = model_dir / card["weights_file"]
+    if not weights.is_file():
+        raise ModelLoadError(f"model weights {weights} named by the card are missing")
+    if sha256_file(weights) != card["weights_sha256"]:
+        raise ModelLoadError(
+            f"model weights {weights} do not match the card's sha256: the files come from "
+            "different training runs or the download is damaged"
+        )
+    return card, weights

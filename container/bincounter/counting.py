@@ -24,15 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import CLASSES
-from .decision import RULES, TTA_CHOICES, choose_rule, decide
+from .decision import HEADS, RULES, TTA_CHOICES, choose_rule, decide
 
-__all__ = ["RULES", "TTA_CHOICES", "choose_rule", "decide"]  # the rules, beside the heads
+__all__ = ["HEADS", "RULES", "TTA_CHOICES", "choose_rule", "decide"]  # beside the heads
 
 #: The ``loss`` hyperparameter: plain cross-entropy, CORAL ordinal, CE + squared error of the mean.
 LOSSES: tuple[str, ...] = ("ce", "coral", "ce_mse")
-
-#: The heads a model card can name (``head``): which loss trains which head.
-HEADS: tuple[str, ...] = ("softmax", "coral")
 
 
 def head_for_loss(loss: str) -> str:

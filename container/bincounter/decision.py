@@ -20,6 +20,10 @@ from . import CLASSES
 #: The ``decision`` rules: probabilities -> count.
 RULES: tuple[str, ...] = ("argmax", "expected", "median")
 
+#: The heads a model card can name (``head``): five softmax logits, or CORAL's four cumulative
+#: logits ``P(count > k)`` (``counting`` builds them and their losses).
+HEADS: tuple[str, ...] = ("softmax", "coral")
+
 #: Test-time augmentation: 1 (the photo as it is) or its 8 flips and quarter turns, averaged.
 TTA_CHOICES: tuple[int, ...] = (1, 8)
 
@@ -58,3 +62,24 @@ def choose_rule(summaries: Mapping[str, Mapping[str, float]]) -> str:
     best = min(s["rmse"] for s in summaries.values())
     close = [r for r in RULES if r in summaries and summaries[r]["rmse"] <= best + RMSE_TIE]
     return max(close, key=lambda r: (summaries[r]["accuracy"], -summaries[r]["rmse"]))
+
+
+def head_probabilities(outputs: ArrayLike, head: str) -> np.ndarray:
+    """Head outputs ``[N, K]`` -> probabilities ``float64 [N, 5]``, rows summing to 1 to ~1e-15.
+
+    ``counting.probabilities64`` in numpy, for the torch-free server: computed in float64 from
+    the same formulas (softmax; CORAL's clipped differences of cumulative sigmoids).
+    """
+    z = np.atleast_2d(np.asarray(outputs, dtype=np.float64))
+    if head == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+    elif head == "coral":
+        above = 1.0 / (1.0 + np.exp(-z))
+        ones, zeros = np.ones_like(above[:, :1]), np.zeros_like(above[:, :1])
+        cumulative = np.concatenate([ones, above, zeros], axis=1)
+        p = np.clip(cumulative[:, :-1] - cumulative[:, 1:], 0.0, None)
+        p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+    else:
+        raise ValueError(f"unknown head {head!r}; allowed: {', '.join(HEADS)}")
+    return p / p.sum(axis=1, keepdims=True)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the CPU serving image has none
+    import torch
 
 #: Largest photo we decode. Bin cameras give well under 1 Mpx; this is a decompression-bomb cap.
 MAX_PIXELS = 40_000_000
@@ -131,6 +134,8 @@ def preprocess_array(image: Image.Image, image_size: int) -> np.ndarray:
 
 def preprocess(image: Image.Image, image_size: int) -> torch.Tensor:
     """Whole photo -> ``uint8`` tensor ``[3, image_size, image_size]`` (squash, never crop)."""
+    import torch
+
     return torch.from_numpy(preprocess_array(image, image_size)).permute(2, 0, 1).contiguous()
 
 
@@ -148,6 +153,8 @@ def augment(
     valid photo with the same count. ``full`` adds mild brightness/contrast jitter, as lighting
     differs between stations. Nothing here crops or hides part of the bin.
     """
+    import torch
+
     if kind == "none":
         return image
     rolls = int(torch.randint(0, 8, (1,), generator=generator).item())

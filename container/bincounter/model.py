@@ -10,7 +10,6 @@ the sha256 of the weights so a server can refuse a mismatched pair.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -21,14 +20,18 @@ import torchvision
 from torch import nn
 
 from . import ARCHITECTURES, CLASSES, __version__
-from .card import validate_card
+from .card import CARD_FILE, WEIGHTS_FILE, load_card, verify_model_files
 from .counting import make_head
 from .errors import ModelLoadError
 from .files import atomic_path, atomic_write_json, sha256_file
 from .imaging import IMAGENET_MEAN, IMAGENET_STD
 
-WEIGHTS_FILE = "model.pt"
-CARD_FILE = "model_card.json"
+__all__ = [
+    "CARD_FILE",
+    "WEIGHTS_FILE",
+    "load_card",
+    "verify_model_files",
+]  # torch-free: bincounter.card
 
 
 class Normalize(nn.Module):
@@ -143,38 +146,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside DDP / torch.compile wrappers."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
-
-
-def load_card(model_dir: Path) -> dict[str, Any]:
-    card_path = model_dir / CARD_FILE
-    if not card_path.is_file():
-        raise ModelLoadError(
-            f"no model card at {card_path}: is {model_dir} the extracted model.tar.gz of a "
-            "bincounter training job?"
-        )
-    try:
-        card = json.loads(card_path.read_text())
-    except (ValueError, RecursionError) as exc:
-        raise ModelLoadError(f"model card {card_path} is not valid JSON: {exc}") from None
-    return validate_card(card, model_dir, card_path)  # the whole card: bincounter.card
-
-
-def verify_model_files(model_dir: Path) -> tuple[dict[str, Any], Path]:
-    """The card and the weights' path, once the weights are known to be the card's own.
-
-    A card and weights from different runs would serve plausible but wrong answers, so the
-    sha256 is checked before anything is built (and by a server before it binds its port).
-    """
-    card = load_card(model_dir)
-    weights = model_dir / card["weights_file"]
-    if not weights.is_file():
-        raise ModelLoadError(f"model weights {weights} named by the card are missing")
-    if sha256_file(weights) != card["weights_sha256"]:
-        raise ModelLoadError(
-            f"model weights {weights} do not match the card's sha256: the files come from "
-            "different training runs or the download is damaged"
-        )
-    return card, weights
 
 
 def load_model(model_dir: Path) -> tuple[nn.Module, dict[str, Any]]:

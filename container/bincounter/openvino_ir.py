@@ -33,6 +33,8 @@ CARD_KEY = "openvino"
 FP32_XML = "model.xml"
 INT8_XML = "model_int8.xml"
 CHECK_SET_FILE = "check_photos.npz"
+#: The check set's array of the trained network's float32 outputs (logits) on its photos.
+REFERENCE_KEY = "fp32_outputs"
 #: Names served by ``BINCOUNTER_PRECISION`` (``auto``: bf16 where the CPU has it natively).
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 #: int8 is served only if its validation accuracy is at most this far below float32 (0.5 points).
@@ -92,12 +94,37 @@ def load_check_set(model_dir: Path, card: dict[str, Any]) -> np.ndarray | None:
     return images
 
 
-def save_check_set(model_dir: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Write the check photos (``uint8 [N, 3, S, S]``) and return their card entry."""
+def load_reference_outputs(model_dir: Path, card: dict[str, Any]) -> np.ndarray | None:
+    """The trained network's float32 outputs on the check photos, ``None`` if not recorded.
+
+    Written by the training job beside the photos (``REFERENCE_KEY``), so a server checks its
+    engine against them without importing torch or building the network.
+    """
+    check = section(card).get("check_set")
+    if not isinstance(check, dict) or check.get("reference") != REFERENCE_KEY:
+        return None
+    with np.load(model_dir / check["file"]) as data:
+        outputs = data[REFERENCE_KEY] if REFERENCE_KEY in data.files else None
+    if outputs is None or outputs.ndim != 2 or len(outputs) != int(check["photos"]):
+        raise ModelLoadError(
+            f"check set {check['file']} lacks the reference outputs its card lists"
+        )
+    return outputs.astype(np.float32)
+
+
+def save_check_set(
+    model_dir: Path, images: np.ndarray, labels: np.ndarray, outputs: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Write the check photos (``uint8 [N, 3, S, S]``), and the network's float32 ``outputs``
+    on them when given, and return their card entry (its sha256 covers both)."""
     path = model_dir / CHECK_SET_FILE
+    arrays = {"images": images.astype(np.uint8), "labels": labels.astype(np.int64)}
+    if outputs is not None:
+        arrays[REFERENCE_KEY] = outputs.astype(np.float32)
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, images=images.astype(np.uint8), labels=labels.astype(np.int64))
-    return {"file": CHECK_SET_FILE, "sha256": sha256_file(path), "photos": len(images)}
+        np.savez_compressed(tmp, **arrays)
+    entry = {"file": CHECK_SET_FILE, "sha256": sha256_file(path), "photos": len(images)}
+    return entry if outputs is None else {**entry, "reference": REFERENCE_KEY}
 
 
 def int8_refusal(card: dict[str, Any]) -> str | None:

@@ -18,6 +18,7 @@ import re
 import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 
+import numpy as np
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -134,17 +135,28 @@ def create_app(
     def invocations() -> Response:
         content_type = codec.negotiate()
         batch = content_type == codec.JSON_TYPE
+        photos = codec.read_photos(content_type, config.max_payload_bytes, config.max_instances)
+        size, answers = info.image_size, []
+        # A JSON batch goes through in chunks of the batcher's batch size: at most one chunk's
+        # pixels are held at a time, so memory follows the batcher, not the body (async bodies
+        # of hundreds of photos). Each chunk's photos bytes are dropped once decoded.
+        for start in range(0, len(photos), config.max_batch_size):
+            chunk = range(start, min(start + config.max_batch_size, len(photos)))
 
-        def decode() -> list:
-            photos = codec.read_photos(content_type, config.max_payload_bytes, config.max_instances)
-            return codec.decode_photos(photos, info.image_size, batch)
+            def decode(chunk: range = chunk) -> list:
+                named = "instances[{}]: " if batch else ""
+                pixels = [codec.decode_photo(photos[i], size, named.format(i)) for i in chunk]
+                for i in chunk:
+                    photos[i] = b""
+                return pixels
 
-        try:
-            probabilities = batcher.predict(decode, timeout=config.timeout)
-        except FutureTimeout:
-            raise InvocationError(
-                503, "busy", f"no answer within {config.timeout} s; retry later"
-            ) from None
+            try:
+                answers.append(batcher.predict(decode, timeout=config.timeout))
+            except FutureTimeout:
+                raise InvocationError(
+                    503, "busy", f"no answer within {config.timeout} s; retry later"
+                ) from None
+        probabilities = np.concatenate(answers)
         return codec.predictions_response(probabilities, info.version, batch, info.decision)
 
     return app

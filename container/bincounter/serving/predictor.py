@@ -3,8 +3,12 @@
 Loading ends with warm-up passes at the batch sizes the server will run, because the first
 passes allocate and (for a graph engine) specialise: done at start, they cost the first
 requests nothing, and ``/ping`` answers only once they are over. In the server all of this runs
-on the batcher thread (``batcher``), which is why the predictor takes pixels as numpy arrays
-and makes the tensor itself.
+on the batcher thread (``batcher``), which is why the predictor takes pixels as numpy arrays.
+
+From a model directory with its OpenVINO files and recorded reference outputs, loading imports
+no torch and never builds the network (``engines``): only the card, the IR and the check set
+are read. Where torch is needed and absent (the torch-free CPU serving image), loading fails
+with a ``ModelLoadError`` that names the full image.
 """
 
 from __future__ import annotations
@@ -18,15 +22,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..counting import TTA_CHOICES, average_variants, dihedral_variants, probabilities64
-from ..imaging import load_and_preprocess
-from ..model import load_model
+from ..card import verify_model_files
+from ..decision import TTA_CHOICES, head_probabilities
+from ..errors import ModelLoadError
+from ..imaging import load_image, preprocess_array
 from ..openvino_ir import verify_exported
+from .config import cpu_count
 from .engines import Engine, build_engine, check_input
 
 log = logging.getLogger(__name__)
+
+#: What a server without torch says when a model needs it (no OpenVINO files, no reference).
+NEEDS_FULL_IMAGE = (
+    "this image serves from OpenVINO files only and has no torch (the CPU serving image, tagged "
+    "<version>-cpu-serve); {why}: serve this model with the full bincounter image, or re-export "
+    "it (bench/reexport.py) so it ships its OpenVINO IR and reference outputs"
+)
+
+
+def torch_available() -> bool:
+    """Whether torch can be imported here (it cannot in the CPU serving image)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -86,26 +108,29 @@ class Predictor:
         """
         if tta not in TTA_CHOICES:
             raise ValueError(f"tta={tta}: allowed {TTA_CHOICES}")
-        if compute_threads:
-            torch.set_num_threads(compute_threads)
-            # Inter-op parallelism is unused here; it can be set once only, hence suppress.
-            with contextlib.suppress(RuntimeError):
-                torch.set_num_interop_threads(1)
         started = time.perf_counter()
         model_dir = Path(model_dir)
-        model, card = load_model(model_dir)
+        card, _ = verify_model_files(model_dir)
         verify_exported(model_dir, card)
         image_size = int(card["image_size"])
+        threads = compute_threads or cpu_count()
         loaded = time.perf_counter()
-        runner, kind = build_engine(
-            model,
-            engine,
-            image_size,
-            precision=precision,
-            model_dir=model_dir,
-            card=card,
-            threads=compute_threads or torch.get_num_threads(),
-        )
+        try:
+            runner, kind = build_engine(
+                lambda: network(model_dir, threads),
+                engine,
+                image_size,
+                precision=precision,
+                model_dir=model_dir,
+                card=card,
+                threads=threads,
+            )
+        except ModuleNotFoundError as exc:
+            if exc.name != "torch" and not str(exc.name).startswith("torch."):
+                raise
+            raise ModelLoadError(
+                NEEDS_FULL_IMAGE.format(why=f"{model_dir} needs torch ({needs_torch(card)})")
+            ) from None
         info = ModelInfo(
             arch=str(card["arch"]),
             image_size=image_size,
@@ -129,7 +154,7 @@ class Predictor:
             info.decision,
             tta,
             kind,
-            compute_threads or torch.get_num_threads(),
+            threads,
             time.perf_counter() - started,
             loaded - started,
             built - loaded,
@@ -148,21 +173,19 @@ class Predictor:
             for n in sizes:
                 self.predict_batch(example[:n])
 
-    def preprocess(self, data: bytes) -> torch.Tensor:
-        """Photo bytes -> ``uint8 [3, S, S]``: the training pipeline, unchanged.
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Photo bytes -> ``uint8 [S, S, 3]``: the training pipeline, unchanged.
 
         Raises ``bincounter.imaging.ImageError`` for anything that is not a usable photo.
         """
-        return load_and_preprocess(data, self.info.image_size)
+        return preprocess_array(load_image(data, self.info.image_size), self.info.image_size)
 
-    def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """``uint8 [N, 3, S, S]`` -> probabilities ``float64 [N, 5]`` (rows sum to 1).
 
         No TTA here: this is one pass of the engine, converted by the card's head.
         """
-        with torch.inference_mode():
-            outputs = self._engine(batch)
-        return probabilities64(outputs, self.info.head)
+        return head_probabilities(self._engine(np.asarray(batch)), self.info.head)
 
     def predict_pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """``uint8 [S, S, 3]`` arrays (``codec.decode_photos``) -> probabilities ``[N, 5]``.
@@ -172,6 +195,38 @@ class Predictor:
         """
         pixels = np.stack(images)
         if self.info.tta > 1:
-            pixels = dihedral_variants(pixels, channels_last=True)
-        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-        return average_variants(self.predict_batch(batch), self.info.tta)
+            pixels = dihedral(pixels)
+        batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+        p = self.predict_batch(batch)
+        return p if self.info.tta == 1 else p.reshape(self.info.tta, -1, p.shape[1]).mean(0)
+
+
+def dihedral(pixels: np.ndarray) -> np.ndarray:
+    """``[N, S, S, 3]`` -> its 8 flips and quarter turns, variant-major ``[8 * N, S, S, 3]``,
+    in the order of ``counting.dihedral_variants`` (which imports torch)."""
+    turns = [np.rot90(pixels, k, axes=(1, 2)) for k in range(4)]
+    return np.ascontiguousarray(np.concatenate(turns + [np.flip(t, axis=2) for t in turns]))
+
+
+def network(model_dir: Path, threads: int) -> Any:
+    """The eval-mode torch module of ``model_dir`` (imports torch; called only when needed)."""
+    import torch
+
+    from ..model import load_model
+
+    torch.set_num_threads(max(1, threads))
+    # Inter-op parallelism is unused here; it can be set once only, hence suppress.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    return load_model(model_dir)[0]
+
+
+def needs_torch(card: dict[str, Any]) -> str:
+    """Why serving this model needs torch, for the message of a server that has none."""
+    from .. import openvino_ir
+
+    if openvino_ir.ir_files(card, "fp32") is None:
+        return "it has no OpenVINO files"
+    if "reference" not in (openvino_ir.section(card).get("check_set") or {}):
+        return "its check set has no reference outputs to check the engine against"
+    return "the engine asked for runs on torch"

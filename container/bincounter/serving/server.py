@@ -16,6 +16,7 @@ from gunicorn.app.base import Application
 
 from .. import logs
 from ..errors import UserError
+from . import parameters
 from .config import ServingConfig
 from .gunicorn_conf import settings
 
@@ -25,12 +26,15 @@ log = logging.getLogger(__name__)
 def preflight(config: ServingConfig) -> None:
     """Cheap checks of the model directory in the arbiter (raises ``ModelLoadError``).
 
-    The card and the checksums of the weights and of any OpenVINO files are verified here; building the network happens in the
-    worker, whose failure also stops the server (gunicorn's ``APP_LOAD_ERROR``).
+    The card and the checksums of the weights and of any OpenVINO files are verified here;
+    building the engine happens in the worker, whose failure also stops the server (gunicorn's
+    ``APP_LOAD_ERROR``). Where torch is absent (the CPU serving image), a model or an engine
+    that needs it is refused here, naming the full image. No torch is imported here.
     """
+    from ..card import verify_model_files
     from ..errors import ModelLoadError
-    from ..model import verify_model_files
     from ..openvino_ir import verify_exported
+    from .predictor import NEEDS_FULL_IMAGE, needs_torch, torch_available
 
     if not config.model_dir.is_dir():
         raise ModelLoadError(
@@ -39,6 +43,14 @@ def preflight(config: ServingConfig) -> None:
         )
     card, _ = verify_model_files(config.model_dir)
     verify_exported(config.model_dir, card)
+    if not torch_available():
+        if config.engine not in ("auto", "openvino"):
+            why = f"{parameters.ENGINE}={config.engine} runs on torch"
+        elif "reference" not in ((card.get("openvino") or {}).get("check_set") or {}):
+            why = f"the model in {config.model_dir} needs torch ({needs_torch(card)})"
+        else:
+            return
+        raise ModelLoadError(NEEDS_FULL_IMAGE.format(why=why))
 
 
 class ModelServer(Application):

@@ -279,8 +279,11 @@ def _export(
     ov_model = openvino_ir.convert(model.eval(), image_size)
     section["files"]["fp32"] = openvino_ir.save_ir(ov_model, model_dir, openvino_ir.FP32_XML)
     check = pick(validation, CHECK_PHOTOS, seed)
+    check_pixels = pixels(check, image_size)
+    with torch.inference_mode():  # the reference a server checks its engine against
+        reference = model.eval()(torch.from_numpy(check_pixels)).float().numpy()
     section["check_set"] = openvino_ir.save_check_set(
-        model_dir, pixels(check, image_size), np.array([s.label for s in check])
+        model_dir, check_pixels, np.array([s.label for s in check]), reference
     )
     log.info("OpenVINO IR and %d check photos written", len(check))
     if calibration_photos <= 0:
