@@ -22,9 +22,10 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import InvocationError, ModelLoadError
-from . import codec
+from . import budget, codec
 from .batcher import Batcher
 from .bodies import FinishBody
+from .budget import Deadline, DecodeSlots
 from .config import ServingConfig
 from .predictor import Predictor
 
@@ -79,6 +80,8 @@ def create_app(
     app = Flask("bincounter.serving")
     app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes
     app.wsgi_app = FinishBody(app.wsgi_app, config.max_payload_bytes + (1 << 20))
+    app.wsgi_app = budget.StartClock(app.wsgi_app, config.timeout, config.read_timeout)
+    slots = DecodeSlots(config.decode_threads)
     app.extensions["bincounter"] = {"config": config, "info": info, "batcher": batcher}
 
     @app.before_request
@@ -132,19 +135,22 @@ def create_app(
 
     @app.post("/invocations")
     def invocations() -> Response:
+        deadline = request.environ.get(budget.DEADLINE_KEY) or Deadline(config.timeout)
         content_type = codec.negotiate()
         batch = content_type == codec.JSON_TYPE
 
         def decode() -> list:
-            photos = codec.read_photos(content_type, config.max_payload_bytes, config.max_instances)
-            return codec.decode_photos(photos, info.image_size, batch)
+            photos = codec.read_photos(
+                content_type, config.max_payload_bytes, config.max_instances, deadline
+            )
+            return codec.decode_photos(
+                photos, info.image_size, batch, config.max_image_pixels, slots, deadline
+            )
 
         try:
-            probabilities = batcher.predict(decode, timeout=config.timeout)
+            probabilities = batcher.predict(decode, timeout=max(0.0, deadline.remaining()))
         except FutureTimeout:
-            raise InvocationError(
-                503, "busy", f"no answer within {config.timeout} s; retry later"
-            ) from None
+            raise deadline.exceeded("waiting for the model") from None
         return codec.predictions_response(probabilities, info.version, batch, info.decision)
 
     return app
