@@ -21,14 +21,16 @@ The loop is gunicorn's own (pinned in ``requirements``); this class steps in whe
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import re
 import time
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from . import budget
+from . import budget, parameters
 
 #: Headers longer than this go to gunicorn's parser as they are, which refuses them.
 MAX_HEAD_BYTES = 64 * 1024
@@ -134,8 +136,10 @@ class IntakeWorker(ThreadWorker):
         if config is None or not self.intake:
             return
         cutoff = time.monotonic() - config.read_timeout
-        for conn, (_, last) in list(self.intake.items()):
+        for conn, (buffered, last) in list(self.intake.items()):
             if last < cutoff:
+                if b"\r\n\r\n" in buffered:  # its headers were in: say why it is closed
+                    _answer_408(conn.sock, config.read_timeout)
                 self.forget_intake(conn)
                 with self._lock:
                     try:
@@ -150,3 +154,21 @@ class IntakeWorker(ThreadWorker):
         """Drop what was buffered for ``conn`` (it is being closed)."""
         buffered, _ = self.intake.pop(conn, (b"", 0.0))
         self.intake_bytes -= len(buffered)
+
+
+def _answer_408(sock: Any, read_timeout: float) -> None:
+    """Best effort, never blocking: the JSON 408 for a body that stopped arriving."""
+    body = json.dumps(
+        {
+            "error": "body_timeout",
+            "message": f"the request body stopped arriving for {read_timeout:g} s "
+            f"({parameters.READ_TIMEOUT})",
+            "request_id": None,
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with contextlib.suppress(OSError):
+        sock.send(head + body)
