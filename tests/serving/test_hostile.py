@@ -42,7 +42,7 @@ CAP = 4_000_000
 #: Seconds a stalled client may stay silent in these servers (``BINCOUNTER_READ_TIMEOUT``).
 READ_TIMEOUT = 2
 #: How much the worst bodies may raise a worker's peak memory: decode slots (1 here) x the
-#: largest decode (4 Mpx x ~8 bytes per pixel at the widest moment) plus 8 bodies in flight
+#: largest decode (4 Mpx x ~9 bytes per pixel at the widest moment) plus 8 bodies in flight
 #: and the allocator's slack. Before issue 21 eight of them took a worker to 6 GiB.
 PEAK_GROWTH_MIB = 400
 
