@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -142,4 +143,44 @@ def converted_photos() -> dict[str, bytes]:
         "grey16_png": encode(grey16),
         "exif_rotated_jpeg": encode(rgb.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif),
         "png": encode(rgb),
+    }
+
+
+# --------------------------------------------------------------------------- hostile bodies
+
+
+def side_under(max_pixels: int) -> int:
+    """The side of the largest square photo with fewer than ``max_pixels`` pixels."""
+    return math.isqrt(max_pixels - 1)
+
+
+def palette_png_with_transparency(side: int) -> bytes:
+    """A ``side`` x ``side`` palette PNG whose palette has transparent entries: a few kB.
+
+    Its pixels alternate between a few entries in a pattern zlib squeezes to nothing, so the
+    body is tiny while a decoder that widens it to RGBA allocates 4 bytes per pixel (and more).
+    """
+    image = Image.new("P", (side, side), 0)
+    image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (253 * 3))
+    image.paste(1, (0, 0, side, side // 2))
+    return encode(image, transparency=bytes([0, 128, 255]), optimize=True)
+
+
+def grey16_png(side: int) -> bytes:
+    """A ``side`` x ``side`` 16-bit greyscale PNG of one flat value: tens of kB on the wire."""
+    return encode(Image.new("I;16", (side, side), 40000), optimize=True)
+
+
+def rgba_png(side: int) -> bytes:
+    """A ``side`` x ``side`` half-transparent RGBA PNG of one colour."""
+    return encode(Image.new("RGBA", (side, side), (10, 200, 30, 100)), optimize=True)
+
+
+def hostile_photos(max_pixels: int) -> dict[str, bytes]:
+    """The costliest photos to decode that a server capped at ``max_pixels`` must still accept."""
+    side = side_under(max_pixels)
+    return {
+        "palette_transparency_png": palette_png_with_transparency(side),
+        "grey16_png": grey16_png(side),
+        "rgba_png": rgba_png(side),
     }

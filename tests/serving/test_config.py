@@ -134,10 +134,12 @@ def bad_values(knob) -> list[tuple[str, str]]:
         (low - 1, high + 1) if isinstance(knob.default, int) else (low / 2 or -1, high * 2)
     )
     bounds = f"{low}..{high}" if isinstance(knob.default, int) else f"{low:g}..{high:g}"
+    # Integers as written (40000001, not 4e+07, which is no integer); numbers as %g.
+    below, above = (str(v) if isinstance(knob.default, int) else f"{v:g}" for v in (below, above))
     return [
         ("many", f"'many' is not {'an integer' if isinstance(knob.default, int) else 'a number'}"),
-        (f"{below:g}", f"{below:g} is outside {bounds}"),
-        (f"{above:g}", f"{above:g} is outside {bounds}"),
+        (below, f"{below} is outside {bounds}"),
+        (above, f"{above} is outside {bounds}"),
     ]
 
 

@@ -7,8 +7,11 @@ Module map, in the order a request meets them:
   workers inherit the object when they are forked).
 * ``server``: ``serve``'s entry point: checks the config and the model directory, then runs
   gunicorn with the settings ``gunicorn_conf`` derives from the config.
-* ``draining``: gunicorn's gthread worker with a SIGTERM that answers every connection it
-  accepted before stopping.
+* ``intake``: gunicorn's gthread worker, but a request reaches an HTTP thread only once its
+  headers and body have arrived; stalled clients get a 408 after the read timeout.
+* ``draining``: that worker with a SIGTERM that answers every connection it accepted before
+  stopping (the ``worker_class`` gunicorn runs).
+* ``budget``: what one request may cost: its deadline, a decode slot, bounded socket reads.
 * ``app``: the flask app factory and its routes (``/ping``, ``/invocations``,
   ``/execution-parameters``).
 * ``bodies``: WSGI middleware that drains refused request bodies (a gunicorn gthread flaw) and

@@ -23,9 +23,10 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import InvocationError, ModelLoadError
-from . import codec
+from . import budget, codec
 from .batcher import Batcher
 from .bodies import FinishBody
+from .budget import Deadline, DecodeSlots
 from .config import ServingConfig
 from .predictor import Predictor
 
@@ -80,6 +81,8 @@ def create_app(
     app = Flask("bincounter.serving")
     app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes
     app.wsgi_app = FinishBody(app.wsgi_app, config.max_payload_bytes + (1 << 20))
+    app.wsgi_app = budget.StartClock(app.wsgi_app, config.timeout, config.read_timeout)
+    slots = DecodeSlots(config.decode_threads)
     app.extensions["bincounter"] = {"config": config, "info": info, "batcher": batcher}
 
     @app.before_request
@@ -133,9 +136,12 @@ def create_app(
 
     @app.post("/invocations")
     def invocations() -> Response:
+        deadline = request.environ.get(budget.DEADLINE_KEY) or Deadline(config.timeout)
         content_type = codec.negotiate()
         batch = content_type == codec.JSON_TYPE
-        photos = codec.read_photos(content_type, config.max_payload_bytes, config.max_instances)
+        photos = codec.read_photos(
+            content_type, config.max_payload_bytes, config.max_instances, deadline
+        )
         size, answers = info.image_size, []
         # A JSON batch goes through in chunks of the batcher's batch size: at most one chunk's
         # pixels are held at a time, so memory follows the batcher, not the body (async bodies
@@ -144,18 +150,23 @@ def create_app(
             chunk = range(start, min(start + config.max_batch_size, len(photos)))
 
             def decode(chunk: range = chunk) -> list:
-                named = "instances[{}]: " if batch else ""
-                pixels = [codec.decode_photo(photos[i], size, named.format(i)) for i in chunk]
+                pixels = codec.decode_photos(
+                    [photos[i] for i in chunk],
+                    size,
+                    batch,
+                    config.max_image_pixels,
+                    slots,
+                    deadline,
+                    first=chunk.start,
+                )
                 for i in chunk:
                     photos[i] = b""
                 return pixels
 
             try:
-                answers.append(batcher.predict(decode, timeout=config.timeout))
+                answers.append(batcher.predict(decode, timeout=max(0.0, deadline.remaining())))
             except FutureTimeout:
-                raise InvocationError(
-                    503, "busy", f"no answer within {config.timeout} s; retry later"
-                ) from None
+                raise deadline.exceeded("waiting for the model") from None
         probabilities = np.concatenate(answers)
         return codec.predictions_response(probabilities, info.version, batch, info.decision)
 

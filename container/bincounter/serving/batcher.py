@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Protocol
 
 import numpy as np
@@ -110,7 +111,9 @@ class Batcher:
         While ``decode`` runs, the request counts as decoding, so a batch being formed waits
         for it; if ``decode`` raises, the request withdraws and the exception propagates. Returns
         probabilities ``[N, 5]`` in the order of the images; raises
-        ``concurrent.futures.TimeoutError`` after ``timeout`` seconds without an answer.
+        ``concurrent.futures.TimeoutError`` after ``timeout`` seconds without an answer, having
+        cancelled its images still queued: the batcher drops them instead of running them for
+        nobody.
         """
         self._count_decoding(+1)
         try:
@@ -119,7 +122,18 @@ class Batcher:
             self._count_decoding(-1)
             raise
         futures = self._enqueue(images, decoded=1)
-        return np.stack([f.result(timeout) for f in futures])
+        ends = None if timeout is None else time.monotonic() + timeout
+        try:
+            return np.stack(
+                [
+                    f.result(None if ends is None else max(0.0, ends - time.monotonic()))
+                    for f in futures
+                ]
+            )
+        except FutureTimeout:
+            for f in futures:
+                f.cancel()
+            raise
 
     def submit(self, images: Sequence[np.ndarray]) -> list[Future[np.ndarray]]:
         """Queue already decoded images; each future yields one image's probabilities ``[5]``."""

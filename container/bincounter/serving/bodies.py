@@ -26,6 +26,8 @@ import socket
 import time
 from typing import Any
 
+from .budget import read_expired
+
 #: A client that stalls mid-body cannot hold an HTTP thread longer than this per read.
 DRAIN_TIMEOUT_S = 5.0
 #: After answering an over-limit body: at most this much more is read and discarded...
@@ -72,7 +74,7 @@ class FinishBody:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > self.budget:
+        if length > self.budget or read_expired():  # too big, or it stopped coming
             self._stop_reading(sock)
             return
         try:

@@ -26,7 +26,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .. import CLASSES
 from ..decision import decide
 from ..errors import InvocationError
-from ..imaging import ImageError, load_image, preprocess_array
+from ..imaging import MAX_PIXELS, ImageError, ImageTooLarge, load_image, preprocess_array
+from . import budget, parameters
+from .budget import Deadline, DecodeSlots
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +64,41 @@ def negotiate() -> str:
     return content_type
 
 
-def read_body(limit: int) -> bytes:
+def read_body(limit: int, deadline: Deadline | None = None) -> bytes:
     """The request body, or 413 once it is known to exceed ``limit`` bytes.
 
     With ``Content-Length`` that is decided before reading. A chunked body has no length, and
     werkzeug would silently cut it at the limit (a truncated photo, reported as corrupt), so it
     is read here from the server's stream (gunicorn de-chunks it) up to one byte past the limit.
+    Under gunicorn each read is bounded (``budget.TimedSocket``): a body that stops arriving,
+    or is not in by the ``deadline``, is a 408 naming which bound it ran into.
     """
     length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise RequestEntityTooLarge()
-        return request.get_data(cache=False)
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge()
+    wanted = limit + 1 if length is None else length
     stream = request.environ["wsgi.input"]
     parts: list[bytes] = []
     size = 0
-    while size <= limit:
-        part = stream.read(min(1 << 20, limit + 1 - size))
+    while size < wanted:
+        part = stream.read(min(1 << 20, wanted - size))
         if not part:
             break
         parts.append(part)
         size += len(part)
     if size > limit:
         raise RequestEntityTooLarge()
+    if budget.read_expired():
+        raise _body_timeout(budget.read_expired(), deadline)
     return b"".join(parts)
+
+
+def _body_timeout(why: str, deadline: Deadline | None) -> InvocationError:
+    if why == "deadline" and deadline is not None:
+        bound = f"was not in within {deadline.seconds:g} s ({parameters.MODEL_SERVER_TIMEOUT})"
+    else:
+        bound = f"stopped arriving for {budget.bound_idle_s():g} s ({parameters.READ_TIMEOUT})"
+    return InvocationError(408, "body_timeout", f"the request body {bound}")
 
 
 def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
@@ -126,22 +139,31 @@ def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
     return photos
 
 
-def read_photos(content_type: str, limit: int, max_instances: int) -> list[bytes]:
+def read_photos(
+    content_type: str, limit: int, max_instances: int, deadline: Deadline | None = None
+) -> list[bytes]:
     """The photos a request carries: its body, or each instance of a JSON batch."""
-    body = read_body(limit)
+    body = read_body(limit, deadline)
     log.debug("request_id=%s body of %d bytes read", g.get("request_id"), len(body))
     if content_type == JSON_TYPE:
         return parse_instances(body, max_instances)
     return [body]
 
 
-def decode_photo(photo: bytes, image_size: int, where: str = "") -> np.ndarray:
+def decode_photo(
+    photo: bytes, image_size: int, where: str = "", max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """Photo bytes -> ``uint8 [S, S, 3]`` (the training preprocessing), or 400 ``bad_image``.
 
-    ``where`` prefixes the message (``"instances[1]: "``) so a batch says which photo failed.
+    ``where`` prefixes the message (``"instances[1]: "``) so a batch says which photo failed;
+    a photo over ``max_pixels`` is refused before decoding, naming the knob that sets it.
     """
     try:
-        return preprocess_array(load_image(photo, image_size), image_size)
+        return preprocess_array(load_image(photo, image_size, max_pixels), image_size)
+    except ImageTooLarge as exc:
+        raise InvocationError(
+            400, "bad_image", f"{where}{exc.reason}; set by {parameters.MAX_IMAGE_PIXELS}"
+        ) from None
     except ImageError as exc:
         raise InvocationError(400, "bad_image", f"{where}{exc.reason}") from None
     except Exception as exc:  # a decoder failing on hostile bytes is still bad input
@@ -156,12 +178,32 @@ def decode_photo(photo: bytes, image_size: int, where: str = "") -> np.ndarray:
         ) from None
 
 
-def decode_photos(photos: Sequence[bytes], image_size: int, batch: bool) -> list[np.ndarray]:
-    """Every photo decoded in order; in a JSON ``batch`` a failure names its instance."""
-    return [
-        decode_photo(photo, image_size, f"instances[{i}]: " if batch else "")
-        for i, photo in enumerate(photos)
-    ]
+def decode_photos(
+    photos: Sequence[bytes],
+    image_size: int,
+    batch: bool,
+    max_pixels: int = MAX_PIXELS,
+    slots: DecodeSlots | None = None,
+    deadline: Deadline | None = None,
+    first: int = 0,
+) -> list[np.ndarray]:
+    """Every photo decoded in order; in a JSON ``batch`` a failure names its instance
+    (``first`` is the index of ``photos[0]`` in the request, for a chunk of a batch).
+
+    Each photo waits for one of the worker's decode ``slots`` (bounded memory), and the
+    ``deadline`` is checked before each, so a batch whose time ran out stops decoding.
+    """
+    pixels = []
+    for i, photo in enumerate(photos, start=first):
+        where = f"instances[{i}]: " if batch else ""
+        if deadline is not None:
+            deadline.check(f"decoding {where or 'the photo'}".rstrip(": "))
+        if slots is None:
+            pixels.append(decode_photo(photo, image_size, where, max_pixels))
+            continue
+        with slots.hold(deadline):
+            pixels.append(decode_photo(photo, image_size, where, max_pixels))
+    return pixels
 
 
 # --------------------------------------------------------------------------- responses
@@ -211,7 +253,7 @@ def error_response(status: int, error: str, message: str, **extra: Any) -> Respo
     response = json_response(
         {"error": error, "message": message, "request_id": request_id, **extra}, status
     )
-    if status == 413:
-        # The rest of an oversized body is never read: close instead of draining it.
+    if status in (408, 413):
+        # The rest of the body is never read (too big, or it stopped coming): close.
         response.headers["Connection"] = "close"
     return response

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..decision import TTA_CHOICES
 from ..errors import ConfigError
+from ..imaging import MAX_PIXELS
 from ..openvino_ir import PRECISIONS
 from ..paths import DEFAULT_BASE_DIR, Paths
 from . import parameters
@@ -147,7 +148,18 @@ class ServingConfig:
     compute_threads: int = field(
         default=1, metadata=knob(parameters.COMPUTE_THREADS, 1, 256, computed="cores / workers")
     )
+    #: Photos decoding at once per worker: its decode memory is this x the largest photo.
+    decode_threads: int = field(
+        default=1, metadata=knob(parameters.DECODE_THREADS, 1, 256, computed="cores / workers")
+    )
+    #: Largest photo decoded, in pixels (ABID photos are under 1 Mpx); larger ones are a 400.
+    max_image_pixels: int = field(
+        default=4_000_000, metadata=knob(parameters.MAX_IMAGE_PIXELS, 4096, MAX_PIXELS)
+    )
+    #: One deadline per request, from its body's first byte to the answer (then 503, or 408).
     timeout: int = field(default=60, metadata=knob(parameters.MODEL_SERVER_TIMEOUT, 1, 3600))
+    #: Longest a client may leave a request half-sent (no byte) before it is cut off.
+    read_timeout: float = field(default=10.0, metadata=knob(parameters.READ_TIMEOUT, 0.1, 3600.0))
     #: SageMaker kills a container 30 s after SIGTERM: drain well inside that.
     graceful_timeout: int = field(default=20, metadata=knob(parameters.GRACEFUL_TIMEOUT, 1, 3600))
     keepalive: int = field(default=5, metadata=knob(parameters.KEEPALIVE, 0, 3600))
@@ -191,6 +203,7 @@ class ServingConfig:
         values["workers"] = workers
         # Never more computing threads than cores, whatever the worker count.
         values["compute_threads"] = _read(env, knobs["compute_threads"], max(1, cores // workers))
+        values["decode_threads"] = _read(env, knobs["decode_threads"], max(1, cores // workers))
         base = env.get(parameters.BASE_DIR, "").strip() or str(DEFAULT_BASE_DIR)
         model_dir = _read(env, knobs["model_dir"], str(Paths(Path(base)).model_dir))
         values["model_dir"] = Path(model_dir)

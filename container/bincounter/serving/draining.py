@@ -28,7 +28,7 @@ import select
 import time
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker
+from .intake import IntakeWorker
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 SILENT_S = 5.0
 
 
-class DrainingWorker(ThreadWorker):
-    """gthread, but SIGTERM drains the connections it holds instead of dropping them."""
+class DrainingWorker(IntakeWorker):
+    """gthread (``IntakeWorker``), but SIGTERM drains the connections it holds instead of dropping them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,6 +88,7 @@ class DrainingWorker(ThreadWorker):
         )
 
     def _forget(self, conn: Any) -> None:
+        self.forget_intake(conn)
         with self._lock:
             self.poller.unregister(conn.sock)
             if conn in self._keep:

@@ -1,0 +1,174 @@
+"""gunicorn's gthread worker, but a request reaches an HTTP thread only once it has arrived.
+
+gthread hands a connection to one of its few threads as soon as a byte is readable; the
+thread then blocks until the headers and the body are in. A client that sends its headers and
+half a body and stops holds that thread; eight of them and ``/ping`` waits forever (issue 21).
+``IntakeWorker`` reads in the worker's event loop instead, without blocking: what arrives is
+kept with the connection until the headers and the whole ``Content-Length`` body are there,
+and only then does a thread take it, with those bytes handed to gunicorn's parser first. A
+stalled client holds a few kB of buffer and a file descriptor, never a thread, and is closed
+once it has sent nothing for the read timeout (``BINCOUNTER_READ_TIMEOUT``).
+
+Some requests go to a thread before they are complete, where ``budget.TimedSocket`` bounds
+each read instead: a chunked body (no length to wait for), a ``Content-Length`` over the
+payload limit (the app answers 413 without reading it), headers past gunicorn's limits, and
+any request once the bytes buffered in the loop reach ``http_threads`` x the payload limit
+(the memory those threads would hold anyway).
+
+The loop is gunicorn's own (pinned in ``requirements``); this class steps in where it calls
+``on_client_socket_readable``, ``enqueue_req``, ``handle`` and ``murder_keepalived``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import re
+import time
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from . import budget, parameters
+
+#: Headers longer than this go to gunicorn's parser as they are, which refuses them.
+MAX_HEAD_BYTES = 64 * 1024
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?:\r\n|$)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
+
+
+def arrived(data: bytes | bytearray, limit: int) -> bool:
+    """Whether ``data`` holds a whole request, or one a thread must take as it is.
+
+    Whole: the headers and ``Content-Length`` bytes of body. Taken as it is: a chunked body,
+    a length over ``limit`` (refused unread), or headers past ``MAX_HEAD_BYTES``.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return len(data) > MAX_HEAD_BYTES
+    head = bytes(data[:end])
+    if _CHUNKED.search(head):
+        return True
+    match = _LENGTH.search(head)
+    length = int(match.group(1)) if match else 0
+    return length > limit or len(data) >= end + 4 + length
+
+
+class IntakeWorker(ThreadWorker):
+    """gthread whose threads take only requests that have arrived (see the module)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: connection -> (bytes so far, monotonic time of the last byte)
+        self.intake: dict[Any, tuple[bytearray, float]] = {}
+        self.intake_bytes = 0
+
+    def _serving_config(self) -> Any:
+        app = getattr(self, "wsgi", None)
+        return getattr(app, "extensions", {}).get("bincounter", {}).get("config")
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """gunicorn's, but the connection stays in the loop until its request has arrived."""
+        config = self._serving_config()
+        if config is None:  # no app yet: gunicorn's own way
+            super().on_client_socket_readable(conn, client)
+            return
+        if conn.initialized and conn not in self.intake:  # a kept-alive one's next request
+            with self._lock:
+                try:
+                    self._keep.remove(conn)
+                except ValueError:
+                    return  # closed as idle meanwhile (gunicorn's check)
+        if not self._take(conn, config):
+            return  # not all there yet: stays registered, waits for more
+        with self._lock:
+            self.poller.unregister(client)
+        self.enqueue_req(conn)
+
+    def _take(self, conn: Any, config: Any) -> bool:
+        """Read what is there; True once a thread should take the connection."""
+        buffered, last = self.intake.pop(conn, (bytearray(), time.monotonic()))
+        try:
+            data = conn.sock.recv(1 << 16)
+        except BlockingIOError:  # a spurious wake-up: nothing new, the clock runs on
+            self.intake[conn] = (buffered, last)
+            return False
+        except OSError:
+            data = b""
+        self.intake_bytes -= len(buffered)
+        if not data:  # end of stream: the thread finds it and closes quietly
+            conn.intake_data = bytes(buffered)
+            return True
+        buffered += data
+        if (
+            arrived(buffered, config.max_payload_bytes)
+            or self.intake_bytes + len(buffered) > config.http_threads * config.max_payload_bytes
+        ):
+            conn.intake_data = bytes(buffered)
+            return True
+        self.intake[conn] = (buffered, time.monotonic())
+        self.intake_bytes += len(buffered)
+        return False
+
+    def enqueue_req(self, conn: Any) -> None:
+        """gunicorn's, with the bytes read in the loop put back in front of the parser."""
+        conn.init()
+        data = getattr(conn, "intake_data", b"")
+        if data:
+            conn.parser.unreader.unread(data)
+            conn.intake_data = b""
+        future = self.tpool.submit(self.handle, conn)
+        self._wrap_future(future, conn)
+
+    def handle(self, conn: Any) -> Any:
+        """gunicorn's, with every read of the connection bounded (``budget.TimedSocket``)."""
+        config = self._serving_config()
+        if config is not None:
+            budget.TimedSocket.adopt(conn.sock)
+            budget.bound_reads(config.read_timeout, budget.Deadline(config.read_timeout))
+        return super().handle(conn)
+
+    def murder_keepalived(self) -> None:
+        """gunicorn's once-per-turn step, plus: close connections stalled mid-request."""
+        super().murder_keepalived()
+        config = self._serving_config()
+        if config is None or not self.intake:
+            return
+        cutoff = time.monotonic() - config.read_timeout
+        for conn, (buffered, last) in list(self.intake.items()):
+            if last < cutoff:
+                if b"\r\n\r\n" in buffered:  # its headers were in: say why it is closed
+                    _answer_408(conn.sock, config.read_timeout)
+                self.forget_intake(conn)
+                with self._lock:
+                    try:
+                        self.poller.unregister(conn.sock)
+                    except (KeyError, ValueError, OSError) as exc:
+                        if getattr(exc, "errno", None) not in (None, errno.EBADF):
+                            raise
+                self.nr_conns -= 1
+                conn.close()
+
+    def forget_intake(self, conn: Any) -> None:
+        """Drop what was buffered for ``conn`` (it is being closed)."""
+        buffered, _ = self.intake.pop(conn, (b"", 0.0))
+        self.intake_bytes -= len(buffered)
+
+
+def _answer_408(sock: Any, read_timeout: float) -> None:
+    """Best effort, never blocking: the JSON 408 for a body that stopped arriving."""
+    body = json.dumps(
+        {
+            "error": "body_timeout",
+            "message": f"the request body stopped arriving for {read_timeout:g} s "
+            f"({parameters.READ_TIMEOUT})",
+            "request_id": None,
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with contextlib.suppress(OSError):
+        sock.send(head + body)
