@@ -34,23 +34,11 @@ RUN grep -E '^(sagemaker-training|inotify-simple)==' /tmp/req/image.lock >/tmp/r
         --wheel-dir /wheels -r /tmp/req/sdists.txt
 
 # ---------------------------------------------------------------------------------------------
-# serve-cpu: the torch-free CPU serving image (issue 24): `docker build --target serve-cpu`.
-# OpenVINO, flask, gunicorn, numpy and Pillow at the full image's pinned versions; no torch, no
-# CUDA, no training code's dependencies. `serve` only: it answers from the model's OpenVINO files
-# and the reference outputs its check set records; a model without them is refused at start,
-# naming the full image. Placed before the full image's stage, so a plain `docker build` still
-# builds the full image (the last stage). Sizes and figures: docs/image.md.
-FROM ${BASE_IMAGE} AS serve-cpu
-
-ARG PIP_INDEX_URL
-ARG PIP_EXTRA_INDEX_URL
-ARG PIP_FIND_LINKS
-ARG PIP_TRUSTED_HOST
-
-LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
-      org.opencontainers.image.title="bincounter-cpu-serve" \
-      org.opencontainers.image.description="Count the items (1-5) in Amazon Bin Image Dataset photos: SageMaker CPU serving image (OpenVINO, no torch); training needs the full bincounter image" \
-      org.opencontainers.image.licenses="Apache-2.0"
+# runtime: what both images share: tini as PID 1 (docker stop / SageMaker's SIGTERM reach the
+# server and training, and DataLoader workers are reaped), a venv at /opt/venv, and /opt/program
+# first on PATH (sagemaker-training installs a console script also called `train` into
+# /opt/venv/bin, and ours must win).
+FROM ${BASE_IMAGE} AS runtime
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -58,12 +46,35 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/program:/opt/venv/bin:${PATH}
 
-COPY requirements/image.lock requirements/torch.lock /tmp/req/
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/* \
-    && python -m venv /opt/venv \
-    && printf '%s\n' flask gunicorn numpy pillow openvino >/tmp/req/serve.txt \
+    && python -m venv /opt/venv
+
+LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
+      org.opencontainers.image.licenses="Apache-2.0"
+WORKDIR /opt/program
+ENTRYPOINT ["/usr/bin/tini", "--"]
+
+# ---------------------------------------------------------------------------------------------
+# serve-cpu: the torch-free CPU serving image: `docker build --target serve-cpu`.
+# OpenVINO, flask, gunicorn, numpy and Pillow at the full image's pinned versions; no torch, no
+# CUDA, no training code's dependencies. `serve` only: it answers from the model's OpenVINO files
+# and the reference outputs its check set records; a model without them is refused at start,
+# naming the full image. Placed before the full image's stage, so a plain `docker build` still
+# builds the full image (the last stage). Sizes and figures: docs/image.md.
+FROM runtime AS serve-cpu
+
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
+
+LABEL org.opencontainers.image.title="bincounter-cpu-serve" \
+      org.opencontainers.image.description="Count the items (1-5) in Amazon Bin Image Dataset photos: SageMaker CPU serving image (OpenVINO, no torch); training needs the full bincounter image"
+
+COPY requirements/image.lock requirements/torch.lock /tmp/req/
+RUN printf '%s\n' flask gunicorn numpy pillow openvino >/tmp/req/serve.txt \
     && pip install --only-binary :all: -r /tmp/req/serve.txt \
         -c /tmp/req/image.lock -c /tmp/req/torch.lock \
     && pip check \
@@ -75,14 +86,10 @@ RUN site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
     && mv /tmp/src/bincounter "$site/bincounter" \
     && python -m compileall -q "$site/bincounter" \
     && rm -rf /tmp/src /tmp/req \
-    && mkdir -p /opt/program \
     && printf '#!/bin/sh\necho "bincounter: this is the CPU serving image (tag <version>-cpu-serve): it only serves (serve). Training and data preparation need the full bincounter image (tag <version>), which has torch." >&2\nexit 2\n' >/opt/program/train \
     && cp /opt/program/train /opt/program/process \
     && chmod +x /opt/program/train /opt/program/process
 COPY serve /opt/program/
-
-WORKDIR /opt/program
-ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["serve"]
 
 ARG VERSION=0.1.0
@@ -91,36 +98,20 @@ ARG SOURCE=""
 LABEL org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}"
-# --- end of serve-cpu ------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------------------------
-FROM ${BASE_IMAGE}
+# The full image (training, serving on CPU and GPU, data preparation): the default target.
+FROM runtime
 
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG PIP_TRUSTED_HOST
 
-LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
-      org.opencontainers.image.title="bincounter" \
-      org.opencontainers.image.description="Count the items (1-5) in Amazon Bin Image Dataset photos: SageMaker training and serving image (PyTorch)" \
-      org.opencontainers.image.licenses="Apache-2.0"
+LABEL org.opencontainers.image.title="bincounter" \
+      org.opencontainers.image.description="Count the items (1-5) in Amazon Bin Image Dataset photos: SageMaker training and serving image (PyTorch)"
 
-# /opt/program (train, serve) comes first on PATH: sagemaker-training installs a console script
-# also called `train` into /opt/venv/bin, and ours must win.
-ENV PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/program:/opt/venv/bin:${PATH} \
-    TORCH_HOME=/opt/torch
-
-# tini as PID 1: docker stop / SageMaker's SIGTERM reach the server and training, and
-# DataLoader workers are reaped.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/* \
-    && python -m venv /opt/venv
+ENV TORCH_HOME=/opt/torch
 
 # torch + torchvision + CUDA 13 runtime wheels: the big, stable layers, binary wheels only. Two
 # layers of about 3 GB (NVIDIA libraries, then torch and the rest) rather than one of 6 GB: docker
@@ -160,11 +151,8 @@ RUN pip install --no-deps --no-build-isolation --no-compile /tmp/src \
     && rm -rf /tmp/src /tmp/req
 COPY train serve process /opt/program/
 
-WORKDIR /opt/program
-
 # SageMaker runs `docker run IMAGE train|serve`; the SDK's local mode runs the image with no
 # argument, so training is the default.
-ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["train"]
 
 # Last, so a new version or commit does not invalidate any cached layer.
