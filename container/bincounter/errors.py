@@ -31,3 +31,7 @@ class ConfigError(UserError):
 
 class ModelLoadError(UserError):
     """Model artefacts (weights, card, pretrained weights) are missing or do not match."""
+
+
+class VerificationError(UserError, ValueError):
+    """An expected quantity or mismatch rate a verdict cannot be decided with (the server: 400)."""
