@@ -153,14 +153,14 @@ def accuracy_at_coverage(
     """Accuracy of the most confident ``x`` of photos, for each coverage ``x`` (keys ``"0.2"``)."""
     coverage, accuracy = risk_coverage(confidence, correct)
     n = len(coverage)
-    return {f"{c:g}": float(accuracy[max(1, int(round(c * n))) - 1]) for c in coverages}
+    return {f"{c:g}": float(accuracy[max(1, round(c * n)) - 1]) for c in coverages}
 
 
 def scores(p: ArrayLike, labels: ArrayLike, decision: str = "argmax") -> dict[str, Any]:
     """Every figure a calibration report gives for one set of probabilities."""
     confidence, correct = confidence_and_correct(p, labels, decision)
     return {
-        "n": int(len(correct)),
+        "n": len(correct),
         "accuracy": float(correct.mean()) if len(correct) else 0.0,
         "ece": expected_calibration_error(confidence, correct),
         "nll": nll(p, labels),
@@ -254,7 +254,7 @@ def fit(
         "temperature": temperature,
         "head": head,
         "fitted_on": "validation",
-        "n": int(len(correct)),
+        "n": len(correct),
         "confidence_thresholds": confidence_thresholds(confidence, correct),
     }
 

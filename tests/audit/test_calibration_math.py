@@ -58,7 +58,7 @@ def test_scores_nll_brier_and_coverage() -> None:
     assert s["brier"] == pytest.approx((0.02 + 1.28 + 0.32) / 3)
     assert s["accuracy"] == pytest.approx(2 / 3)
     # most confident first: 0.9 (right), 0.8 (wrong), 0.6 (right)
-    coverage, accuracy = calibration.risk_coverage(*calibration.confidence_and_correct(p, labels))
+    _, accuracy = calibration.risk_coverage(*calibration.confidence_and_correct(p, labels))
     np.testing.assert_allclose(accuracy, [1.0, 0.5, 2 / 3])
     assert s["accuracy_at_coverage"]["1"] == pytest.approx(2 / 3)
 
@@ -88,7 +88,9 @@ def test_match_probability_combines_likelihood_and_prior() -> None:
     # evidence for 3 items, records say 3; a lower mismatch rate raises the match probability
     p = np.array([[0.1, 0.2, 0.5, 0.15, 0.05]])
     likelihood = p[0] / prior
-    expected = 0.9 * likelihood[2] / (0.9 * likelihood[2] + 0.025 * (likelihood.sum() - likelihood[2]))
+    expected = (
+        0.9 * likelihood[2] / (0.9 * likelihood[2] + 0.025 * (likelihood.sum() - likelihood[2]))
+    )
     assert verification.match_probabilities(p, [3], 0.1, prior)[0] == pytest.approx(expected)
     assert verification.match_probabilities(p, [3], 0.01, prior)[0] > expected
     assert verification.match_probabilities(p, [5], 0.1, prior)[0] < 0.9
@@ -108,7 +110,9 @@ def test_verdicts_and_thresholds_chosen_on_validation() -> None:
     assert section["validation"]["lift"] == pytest.approx(section["validation"]["precision"] / 0.1)
     match, verdicts = verification.verify(p[:200], labels[:200] + 1, section)
     for value, verdict in zip(match, verdicts, strict=True):
-        expected = "mismatch" if value <= t["mismatch"] else "match" if value >= t["match"] else "review"
+        expected = (
+            "mismatch" if value <= t["mismatch"] else "match" if value >= t["match"] else "review"
+        )
         assert verdict == expected
     # a request's own (higher) mismatch rate lowers every match probability
     higher, _ = verification.verify(p[:200], labels[:200] + 1, section, mismatch_rate=0.5)
@@ -120,7 +124,7 @@ def test_verdicts_and_thresholds_chosen_on_validation() -> None:
     [(0, "no items"), (6, "more than 5"), (2.5, "not an integer"), ("x", "not a number")],
 )
 def test_expected_quantity_outside_the_range_names_it(value, words: str) -> None:
-    with pytest.raises(VerificationError, match="1..5") as info:
+    with pytest.raises(VerificationError, match=r"1\.\.5") as info:
         verification.check_expected(value)
     assert words in info.value.reason
 

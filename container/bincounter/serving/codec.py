@@ -98,7 +98,9 @@ def read_body(limit: int) -> bytes:
     return b"".join(parts)
 
 
-def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
+def parse_instances(
+    body: bytes, max_instances: int, fields: list[dict[str, Any]] | None = None
+) -> list[bytes]:
     """``{"instances": [{"b64": "..."}, ...]}`` -> the photos' bytes, or a 400 naming the fault."""
     if not body:
         raise ClientError(400, "empty_body", "empty body: expected a JSON object with 'instances'")
@@ -131,6 +133,8 @@ def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
             raise ClientError(
                 400, "malformed_base64", f"instances[{i}].b64 is not valid base64: {exc}"
             ) from None
+    if fields is not None:  # issue 22: each instance's other fields (serving.expectations)
+        fields.extend({k: v for k, v in x.items() if k != "b64"} for x in instances)
     return photos
 
 
@@ -138,7 +142,8 @@ def read_photos(content_type: str, limit: int, max_instances: int) -> list[bytes
     """The photos a request carries: its body, or each instance of a JSON batch."""
     body = read_body(limit)
     if content_type == JSON_TYPE:
-        return parse_instances(body, max_instances)
+        g.instance_fields = []  # issue 22
+        return parse_instances(body, max_instances, g.instance_fields)
     return [body]
 
 
@@ -196,16 +201,6 @@ def probabilities_to_prediction(
 
 def json_response(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, mimetype=JSON_TYPE)
-
-
-def predictions_response(
-    probabilities: np.ndarray, version: str, batch: bool, decision: str = "argmax"
-) -> Response:
-    """``{"predictions": [...]}`` for a JSON batch, the one prediction for a single photo."""
-    predictions = [probabilities_to_prediction(p, version, decision) for p in probabilities]
-    if batch:
-        return json_response({"predictions": predictions})
-    return json_response(predictions[0])
 
 
 def error_response(status: int, error: str, message: str, **extra: Any) -> Response:

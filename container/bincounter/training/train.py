@@ -44,6 +44,7 @@ from ..errors import DataError
 from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
 from . import metrics, reports
+from .calibrate import calibrate
 from .checkpoint import CheckpointStore
 from .data import Sample, auto_workers, class_counts
 from .distributed import (
@@ -423,6 +424,11 @@ def _finish(
                 test_tta["rmse"],
                 test_tta["mae"],
             )
+    # issue 22: calibration, confidence and verdict thresholds fitted on validation (card sections)
+    calibrated = calibrate(
+        model, channels, hp, ctx, workers, precision,
+        head=head_for_loss(hp.loss), decision=rule, out_dir=env.paths.output_data_dir,
+    )  # fmt: skip
     if ctx.is_master:
         out = env.paths.output_data_dir
         out.mkdir(parents=True, exist_ok=True)
@@ -448,6 +454,7 @@ def _finish(
                 "training_job": env.job_name or None,
                 "world_size": ctx.world_size,
                 "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **calibrated,  # issue 22
             },
         )
         log.info(
