@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import CLASSES
 from .decision import decide
 
 #: Bins of the expected calibration error (the usual 15, as in Guo et al. 2017).
@@ -259,8 +258,8 @@ def fit(
     }
 
 
-def class_prior(labels: ArrayLike) -> list[float]:
-    """Share of each count among ``labels`` (class indices), every count at least 1e-6."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASSES))
-    prior = np.maximum(counts / max(1, counts.sum()), 1e-6)
+def class_prior(counts: ArrayLike) -> list[float]:
+    """Each count's share of a split from its photos per count, every share at least 1e-6."""
+    counts = np.asarray(counts, dtype=np.float64)
+    prior = np.maximum(counts / max(1.0, float(counts.sum())), 1e-6)
     return [float(v) for v in prior / prior.sum()]

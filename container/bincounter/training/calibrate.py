@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .. import CLASSES, calibration, verification
+from .. import calibration, verification
 from ..files import atomic_write_json
 from ..model import unwrap
 from . import reports
@@ -111,8 +111,7 @@ def calibrate(
     )
     section = calibration.fit(val_outputs, val_labels, head, decision)
     p_val = calibration.head_probabilities(val_outputs, head, section["temperature"])
-    train_counts = np.asarray(class_counts(channels["train"]), dtype=np.float64)
-    train_prior = calibration.class_prior(np.repeat(np.arange(len(CLASSES)), train_counts))
+    train_prior = calibration.class_prior(class_counts(channels["train"]))
     checks = verification.choose_thresholds(p_val, val_labels, train_prior)
     splits = {
         "validation": split_report(val_outputs, val_labels, head, section["temperature"], decision)
