@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -27,6 +26,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "container"))
 sys.path.insert(0, str(REPO / "tests"))
+
+from train_pipeline import machine  # noqa: E402
 
 from bincounter import calibration, verification  # noqa: E402
 from bincounter.model import load_model  # noqa: E402
@@ -40,23 +41,6 @@ from bincounter.training.precision import model_to_device, resolve  # noqa: E402
 from support import build_channel  # noqa: E402
 
 MISMATCH_RATES = (0.5, 0.1, 0.05)
-
-
-def cpu_description() -> dict[str, object]:
-    """The CPU model and the vector extensions that decide inference speed (AVX2, AVX-512...)."""
-    model, flags = platform.processor() or "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = value.split()
-                break
-    except OSError:
-        pass
-    wanted = [f for f in flags if f.startswith(("avx", "amx", "fma", "sse4"))]
-    return {"model": model, "flags": sorted(wanted), "cores": torch.get_num_threads()}
 
 
 def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> float:
@@ -113,7 +97,7 @@ def main() -> None:
     result: dict[str, object] = {
         "model": str(args.model),
         "weights_sha256": card["weights_sha256"],
-        "cpu": cpu_description(),
+        "cpu": machine(),
         "torch": torch.__version__,
         "temperature": t,
         "thresholds": card["verification"]["thresholds"],
@@ -125,7 +109,9 @@ def main() -> None:
         if not channel.exists():
             build_channel(channel, split, None, "folders")
         samples = discover_channel(split, channel)
-        outputs, labels = collect_outputs(model, samples, hp, ctx, args.workers, precision)
+        outputs, labels = collect_outputs(
+            model, samples, hp, ctx, workers=args.workers, precision=precision
+        )
         splits[split] = split_report(outputs, labels, head, t, rule)
         p = calibration.head_probabilities(outputs, head, t)
         result[split] = {

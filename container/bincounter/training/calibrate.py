@@ -44,6 +44,7 @@ def collect_outputs(
     samples: list[Sample],
     hp: HyperParameters,
     ctx: DistContext,
+    *,
     workers: int,
     precision: Precision,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +108,7 @@ def calibrate(
     probabilities assume, so it is stored for verification to divide out.
     """
     val_outputs, val_labels = collect_outputs(
-        model, channels["validation"], hp, ctx, workers, precision
+        model, channels["validation"], hp, ctx, workers=workers, precision=precision
     )
     section = calibration.fit(val_outputs, val_labels, head, decision)
     p_val = calibration.head_probabilities(val_outputs, head, section["temperature"])
@@ -118,7 +119,7 @@ def calibrate(
     }
     if "test" in channels:
         test_outputs, test_labels = collect_outputs(
-            model, channels["test"], hp, ctx, workers, precision
+            model, channels["test"], hp, ctx, workers=workers, precision=precision
         )
         splits["test"] = split_report(
             test_outputs, test_labels, head, section["temperature"], decision
