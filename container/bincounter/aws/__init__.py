@@ -19,6 +19,8 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
   hyperparameters of a tuning job.
 * ``hosting``  deploy (Model + EndpointConfig + Endpoint, data capture, autoscaling, start-up
   health-check timeout), delete, invoke, batch transform.
+* ``audit``    the inventory audit's batch-transform side: S3 photos counted by a transform,
+  verdicts decided with the card (``bincounter.audit`` has the rest).
 * ``local``    SageMaker local mode with a locally built image, for the container tests:
   ``local_train(image, channels, hyperparameters=None, *, instance_count=1,
   container_root=None, environment=None, base_job_name="bincounter-local",

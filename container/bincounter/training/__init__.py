@@ -17,5 +17,7 @@ read top to bottom like torchvision's reference ``train.py``. What the loop comp
 * ``distributed``: the process group from ``resourceconfig.json`` and the collectives;
 * ``state`` and ``checkpoint``: what a restarted job resumes from, and how it is stored;
 * ``metrics`` and ``reports``: the per-epoch metric line SageMaker parses, evaluation, plots;
+* ``calibrate``: after the best epoch, the temperature, confidence and verdict thresholds
+  fitted on validation, with before/after reports (issue 22);
 * ``export``: at the end, the model's OpenVINO IR, check photos and int8 form for the server.
 """
