@@ -22,7 +22,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import InvocationError, ModelLoadError
-from . import codec
+from . import codec, expectations
 from .batcher import Batcher
 from .bodies import FinishBody
 from .config import ServingConfig
@@ -134,9 +134,13 @@ def create_app(
     def invocations() -> Response:
         content_type = codec.negotiate()
         batch = content_type == codec.JSON_TYPE
+        options = expectations.request_options(request.headers, info.card)
+        per_photo: list[expectations.PhotoOptions] = []
 
         def decode() -> list:
             photos = codec.read_photos(content_type, config.max_payload_bytes, config.max_instances)
+            fields = g.get("instance_fields")
+            per_photo.extend(expectations.instance_options(fields, info.card, options, len(photos)))
             return codec.decode_photos(photos, info.image_size, batch)
 
         try:
@@ -145,7 +149,7 @@ def create_app(
             raise InvocationError(
                 503, "busy", f"no answer within {config.timeout} s; retry later"
             ) from None
-        return codec.predictions_response(probabilities, info.version, batch, info.decision)
+        return expectations.answer(probabilities, per_photo, info.card, info.version, batch)
 
     return app
 

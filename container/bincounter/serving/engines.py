@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from .. import openvino_ir
-from ..counting import probabilities64
+from ..calibration import calibrated_probabilities
 from ..decision import decide
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,9 @@ def build_engine(
     head, rule = card.get("head", "softmax"), card.get("decision", "argmax")
 
     def answers(outputs: torch.Tensor) -> np.ndarray:
-        return decide(probabilities64(outputs, head), rule)
+        """The counts served: the card's calibration, then its rule (as ``Predictor``)."""
+        logits = outputs.detach().cpu().double().numpy()
+        return decide(calibrated_probabilities(logits, head, card.get("calibration")), rule)
 
     for (name, prec), (next_name, next_prec) in itertools.pairwise(plan):
         what = served_name(name, prec)

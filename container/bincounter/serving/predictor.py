@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..counting import TTA_CHOICES, average_variants, dihedral_variants, probabilities64
+from ..calibration import calibrated_probabilities
+from ..counting import TTA_CHOICES, average_variants, dihedral_variants
 from ..imaging import load_and_preprocess
 from ..model import load_model
 from ..openvino_ir import verify_exported
@@ -158,11 +159,13 @@ class Predictor:
     def predict_batch(self, batch: torch.Tensor) -> np.ndarray:
         """``uint8 [N, 3, S, S]`` -> probabilities ``float64 [N, 5]`` (rows sum to 1).
 
-        No TTA here: this is one pass of the engine, converted by the card's head.
+        No TTA here: this is one pass of the engine, converted by the card's head after the
+        card's calibration: the one place every engine and precision goes through.
         """
         with torch.inference_mode():
             outputs = self._engine(batch)
-        return probabilities64(outputs, self.info.head)
+        logits = outputs.detach().cpu().double().numpy()
+        return calibrated_probabilities(logits, self.info.head, self.info.card.get("calibration"))
 
     def predict_pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """``uint8 [S, S, 3]`` arrays (``codec.decode_photos``) -> probabilities ``[N, 5]``.
