@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-data", help="transform: s3://.../model.tar.gz")
     parser.add_argument("--card", type=Path, help="transform: the model's model_card.json")
     parser.add_argument("--instance-type", default="ml.m5.xlarge")
+    parser.add_argument("--job-name", help="transform: the job's name (default: timestamped)")
     return parser.parse_args(argv)
 
 
@@ -81,6 +82,7 @@ def transform_audit(args: argparse.Namespace, records: list) -> dict:
         TransformSettings(instance_type=args.instance_type),
         model_name=args.model_name,
         model_data=args.model_data,
+        job_name=args.job_name,
     )
     rows = verdict_rows(records, answers, section, args.mismatch_rate)
     summary = audit.summarize(rows, section)
