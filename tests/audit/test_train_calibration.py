@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bincounter import calibration
+from bincounter.decision import choose_rule
 
 pytestmark = pytest.mark.slow
 
@@ -37,3 +38,19 @@ def test_the_card_and_output_of_a_real_run_carry_the_calibration(trained_model_d
     validation = report["splits"]["validation"]
     assert validation["after"]["nll"] <= validation["before"]["nll"] + 1e-9
     assert report["calibration"] == section
+
+
+def test_the_rule_and_figures_are_those_of_the_calibrated_counts(trained_model_dir: Path) -> None:
+    """The server applies the temperature before the rule, so the card's rule is chosen on the
+    calibrated validation figures, and its validation and test figures are those counts'."""
+    card = json.loads((trained_model_dir / "model_card.json").read_text())
+    final, rule = card["metrics"], card["decision"]
+    assert card["hyperparameters"]["decision"] == "auto"
+    assert final["decision"] == rule == choose_rule(final["validation_by_rule"])
+    assert final["validation"]["accuracy"] == final["validation_by_rule"][rule]["accuracy"]
+    out = trained_model_dir.parent / "output" / "data"
+    report = json.loads((out / "calibration.json").read_text())["splits"]
+    for split in ("validation", "test"):
+        after = report[split]["after"]
+        assert final[split]["n"] == after["n"]
+        assert final[split]["accuracy"] == pytest.approx(after["accuracy"], abs=1e-9)

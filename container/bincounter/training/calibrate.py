@@ -43,7 +43,7 @@ RISK_COVERAGE_PNG = "risk_coverage.png"
 @torch.no_grad()
 def collect_outputs(
     model: nn.Module,
-    samples: Channel,
+    channel: Channel,
     hp: HyperParameters,
     ctx: DistContext,
     *,
@@ -56,7 +56,7 @@ def collect_outputs(
     rank. The order is the readers' order, which is all calibration needs.
     """
     net = unwrap(model).eval()
-    loader, _ = make_reader(samples, hp, ctx, workers, train=False)
+    loader, _ = make_reader(channel, hp, ctx, workers, train=False)
     outputs, labels = [], []
     for images, batch_labels in loader:
         images, batch_labels = to_device(images, batch_labels, precision, ctx)
