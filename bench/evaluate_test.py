@@ -2,7 +2,7 @@
 
 Candidate recipes are trained with ``bench/quality.py --no-test`` and compared on validation
 only; the chosen model dir is then scored here on ``test`` with the decision rule its model card
-records (the rule the endpoint applies), with and without 8-fold test-time augmentation, through
+records (the rule the endpoint applies, after the card's calibration), with and without 8-fold test-time augmentation, through
 the same ``evaluate`` the training job runs at its end. The figures land in
 ``<out>/test.json`` with the confusion matrix and per-count recall.
 
@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "container"))
 sys.path.insert(0, str(REPO / "tests"))
 
+from bincounter.calibration import temperature_of  # noqa: E402
 from bincounter.model import load_model  # noqa: E402
 from bincounter.training.channels import FolderChannel  # noqa: E402
 from bincounter.training.data import discover_channel  # noqa: E402
@@ -60,9 +61,9 @@ def main() -> None:
         build_channel(channel, split, None, "folders")
     samples = FolderChannel(split, discover_channel(split, channel))
     rule = card["decision"]
-    workers = 1
-    _, plain = evaluate(model, samples, hp, ctx, workers, precision)
-    _, tta = evaluate(model, samples, hp, ctx, workers, precision, tta=8)
+    workers, temperature = 1, temperature_of(card.get("calibration"))
+    _, plain = evaluate(model, samples, hp, ctx, workers, precision, 1, temperature)
+    _, tta = evaluate(model, samples, hp, ctx, workers, precision, 8, temperature)
     result = {
         "model": str(args.model),
         "weights_sha256": card["weights_sha256"],

@@ -1,7 +1,8 @@
 """The README's first command: the whole local workflow on a small ABID sample, no AWS account.
 
 prepare a sample -> lay it out as a SageMaker ``/opt/ml`` tree -> run ``./train`` on it ->
-start ``./serve`` on the model it wrote -> count a few held-out photos over HTTP -> stop.
+start ``./serve`` on the model it wrote -> count a few held-out photos over HTTP -> audit a few
+more against expected quantities (half of them wrong, as records can be) -> stop.
 Each step runs the same executables SageMaker runs, only relocated with ``SAGEMAKER_BASE_DIR``.
 
 It drives a checkout (``./train``, ``./serve``, ``runs/``, ``../shared/abid``), so it lives with
@@ -12,20 +13,18 @@ the checkout's scripts, not in the image's package: ``scripts/quickstart.sh`` ru
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bincounter import logs
+from bincounter import audit, logs
 from bincounter.dataprep.layout import SPLITS
 from bincounter.dataprep.pipeline import prepare
 from bincounter.dataprep.sources import ABID_BUCKET, LocalSource, S3Source
@@ -135,48 +134,36 @@ def make_tree(channels: Path, base: Path, hyperparameters: dict[str, str]) -> Pa
     return base
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def count_with_server(url: str, photos: list[Path]) -> list[dict]:
+    """POST each photo to the server at ``url``; the answers in order."""
+    answers = []
+    for photo in photos:
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=photo.read_bytes(),
+            headers={"Content-Type": "image/jpeg", "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            answers.append(json.loads(r.read()))
+    return answers
 
 
-def count_with_server(base: Path, photos: list[Path], timeout_s: float = 60) -> list[dict]:
-    """Start ``./serve`` on the tree's model, POST each photo, stop it; the answers in order."""
-    port = _free_port()
-    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_BIND_TO_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, str(REPO / "serve")], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if server.poll() is not None:
-                raise UserError(f"serve exited with status {server.returncode}; see its log above")
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise UserError(f"serve did not answer /ping within {timeout_s:.0f} s")
-            time.sleep(0.3)
-        answers = []
-        for photo in photos:
-            request = urllib.request.Request(
-                f"{url}/invocations",
-                data=photo.read_bytes(),
-                headers={"Content-Type": "image/jpeg", "Accept": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=30) as r:
-                answers.append(json.loads(r.read()))
-        return answers
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+def audit_own_photos(url: str, model_dir: Path, test: Path, out: Path) -> Path:
+    """A small inventory audit of held-out photos: records right for half of them, off by two
+    for the other half; ``audit.csv``/``audit.json``/``audit.png`` in ``out``, the summary path
+    returned."""
+    photos = [p for c in sorted(test.iterdir()) for p in sorted(c.glob("*.jpg"))[:4]]
+    out.mkdir(parents=True, exist_ok=True)
+    records = out / "bins.csv"
+    with open(records, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["photo", "expected_quantity", "bin_id"])
+        for k, photo in enumerate(photos):
+            count = int(photo.parent.name)
+            expected = count if k % 2 == 0 else (count + 1) % 5 + 1
+            writer.writerow([photo, expected, f"bin-{k:02d}"])
+    audit.run_local(audit.read_records(records), out, out, url=url, model_dir=model_dir)
+    return out / audit.JSON_FILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"train failed: {reason}")
         test = channels / "test"
         photos = [p for c in sorted(test.iterdir()) for p in sorted(c.glob("*.jpg"))[:1]]
-        answers = count_with_server(base, photos)
+        with audit.local_server(base / "model", REPO / "serve") as url:
+            answers = count_with_server(url, photos)
+            summary = audit_own_photos(url, base / "model", test, args.out / "audit")
         trained_on = sum(1 for _ in (channels / "train").rglob("*.jpg"))
         print(
             f"\nThese answers come from a SMOKE-TEST model ({trained_on} photos, "
@@ -209,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{photo.name}: {photo.parent.name} item(s) in the bin, endpoint counted "
                 f"{answer['count']} (p={answer['probabilities'][str(answer['count'])]:.2f})"
             )
+        print(f"\naudit of {test} (half the expected quantities wrong): {summary}")
         print(f"\nTo train the real recipe (the default hyperparameters):\n  {REAL_RECIPE}\n")
     except (UserError, PrepareError) as exc:
         log.error("quickstart failed: %s", exc.reason)

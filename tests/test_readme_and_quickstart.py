@@ -1,5 +1,6 @@
 """The README's promises: its layout table, its hyperparameter table and its first command."""
 
+import json
 import os
 import re
 import subprocess
@@ -74,3 +75,9 @@ def test_quickstart_trains_serves_and_counts(tmp_path):
     assert all(1 <= int(counted) <= 5 for _, _, counted in answers)
     assert "SMOKE-TEST model" in result.stdout and "bench/quality.py" in result.stdout
     assert (tmp_path / "run" / "opt_ml" / "model" / "model_card.json").is_file()
+    summary_path = tmp_path / "run" / "audit" / "audit.json"
+    assert f"(half the expected quantities wrong): {summary_path}" in result.stdout
+    summary = json.loads(summary_path.read_text())
+    bins = (summary_path.parent / "bins.csv").read_text().splitlines()[1:]
+    assert len(bins) >= 5 and summary["photos"] == summary["answered"] == len(bins)
+    assert summary["flagged"] + summary["review"] + summary["match"] == len(bins)

@@ -74,3 +74,7 @@ class StopRequested(Exception):
     Not a ``UserError``: the job is not failed, it exits with ``EXIT_STOPPED`` and a rerun
     resumes.
     """
+
+
+class VerificationError(UserError, ValueError):
+    """An expected quantity or mismatch rate a verdict cannot be decided with (the server: 400)."""

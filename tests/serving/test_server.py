@@ -57,11 +57,13 @@ def assert_alive(server: Server) -> None:
 
 
 def in_process_probabilities(model_dir: Path, photos: list[bytes]) -> np.ndarray:
-    """What the trained model says in-process: eager PyTorch, the training preprocessing."""
+    """What the trained model says in-process: eager PyTorch, the training preprocessing, the
+    card's calibration temperature."""
     model, card = load_model(model_dir)
     batch = torch.stack([load_and_preprocess(p, card["image_size"]) for p in photos])
+    temperature = card["calibration"]["temperature"]
     with torch.inference_mode():
-        return torch.softmax(model(batch).double(), dim=1).numpy()
+        return torch.softmax(model(batch).double() / temperature, dim=1).numpy()
 
 
 def test_ping_and_execution_parameters(trained_server, trained_model_dir):

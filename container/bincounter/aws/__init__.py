@@ -26,6 +26,8 @@ imported lazily so that ``--help`` starts fast; the first three are pure (no SDK
 * ``invoke``   photos to an endpoint or a local server, parsed answers back.
 * ``invoke_async`` one request to an asynchronous endpoint: upload, invoke, poll S3.
 * ``transform`` batch transform over an S3 prefix of photos.
+* ``audit``    the inventory audit's batch-transform side: S3 photos counted by a transform,
+  verdicts decided with the card (``bincounter.audit`` has the rest).
 * ``local``    SageMaker local mode with a locally built image, for the container tests:
   ``local_train(image, channels, hyperparameters=None, *, instance_count=1,
   container_root=None, environment=None, base_job_name="bincounter-local",

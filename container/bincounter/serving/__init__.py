@@ -18,6 +18,8 @@ Module map, in the order a request meets them:
   lingers after answering an over-limit one, so the client reads its 413.
 * ``codec``: what a request may carry and how answers and refusals are written, down to numpy
   pixels; it runs on HTTP threads and never touches torch.
+* ``expectations``: a request's ``min_accuracy`` / ``expected_quantity`` / ``mismatch_rate`` /
+  ``bin_id`` (custom attributes or per instance) and what they add to an answer.
 * ``batcher``: the one thread per worker that runs torch, batching concurrent requests.
 * ``predictor``: model directory -> warmed-up engine -> probabilities.
 * ``engines``: the runners of the network (OpenVINO on a CPU, torch on a GPU, frozen

@@ -23,7 +23,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import InvocationError, ModelLoadError
-from . import budget, codec
+from . import budget, codec, expectations
 from .batcher import Batcher
 from .bodies import FinishBody
 from .budget import Deadline, DecodeSlots
@@ -139,8 +139,12 @@ def create_app(
         deadline = request.environ.get(budget.DEADLINE_KEY) or Deadline(config.timeout)
         content_type = codec.negotiate()
         batch = content_type == codec.JSON_TYPE
+        options = expectations.request_options(request.headers, info.card)
         photos = codec.read_photos(
             content_type, config.max_payload_bytes, config.max_instances, deadline
+        )
+        per_photo = expectations.instance_options(
+            g.get("instance_fields"), info.card, options, len(photos)
         )
         size, answers = info.image_size, []
         # A JSON batch goes through in chunks of the batcher's batch size: at most one chunk's
@@ -168,7 +172,7 @@ def create_app(
             except FutureTimeout:
                 raise deadline.exceeded("waiting for the model") from None
         probabilities = np.concatenate(answers)
-        return codec.predictions_response(probabilities, info.version, batch, info.decision)
+        return expectations.answer(probabilities, per_photo, info.card, info.version, batch)
 
     return app
 

@@ -101,7 +101,9 @@ def _body_timeout(why: str, deadline: Deadline | None) -> InvocationError:
     return InvocationError(408, "body_timeout", f"the request body {bound}")
 
 
-def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
+def parse_instances(
+    body: bytes, max_instances: int, fields: list[dict[str, Any]] | None = None
+) -> list[bytes]:
     """``{"instances": [{"b64": "..."}, ...]}`` -> the photos' bytes, or a 400 naming the fault."""
     if not body:
         raise InvocationError(
@@ -136,6 +138,8 @@ def parse_instances(body: bytes, max_instances: int) -> list[bytes]:
             raise InvocationError(
                 400, "malformed_base64", f"instances[{i}].b64 is not valid base64: {exc}"
             ) from None
+    if fields is not None:  # each instance's other fields (serving.expectations reads them)
+        fields.extend({k: v for k, v in x.items() if k != "b64"} for x in instances)
     return photos
 
 
@@ -146,7 +150,8 @@ def read_photos(
     body = read_body(limit, deadline)
     log.debug("request_id=%s body of %d bytes read", g.get("request_id"), len(body))
     if content_type == JSON_TYPE:
-        return parse_instances(body, max_instances)
+        g.instance_fields = []
+        return parse_instances(body, max_instances, g.instance_fields)
     return [body]
 
 
@@ -231,16 +236,6 @@ def probabilities_to_prediction(
 
 def json_response(payload: Any, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, mimetype=JSON_TYPE)
-
-
-def predictions_response(
-    probabilities: np.ndarray, version: str, batch: bool, decision: str = "argmax"
-) -> Response:
-    """``{"predictions": [...]}`` for a JSON batch, the one prediction for a single photo."""
-    predictions = [probabilities_to_prediction(p, version, decision) for p in probabilities]
-    if batch:
-        return json_response({"predictions": predictions})
-    return json_response(predictions[0])
 
 
 def error_response(status: int, error: str, message: str, **extra: Any) -> Response:

@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import openvino_ir
-from ..decision import decide, head_probabilities
+from ..calibration import calibrated_probabilities
+from ..decision import decide
 from .config import gpu_present
 
 if TYPE_CHECKING:
@@ -399,7 +400,8 @@ def build_engine(
     head, rule = card.get("head", "softmax"), card.get("decision", "argmax")
 
     def answers(outputs: np.ndarray) -> np.ndarray:
-        return decide(head_probabilities(outputs, head), rule)
+        """The counts served: the card's calibration, then its rule (as ``Predictor``)."""
+        return decide(calibrated_probabilities(outputs, head, card.get("calibration")), rule)
 
     for (name, prec), (next_name, next_prec) in itertools.pairwise(plan):
         what = served_name(name, prec)

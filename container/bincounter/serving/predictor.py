@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..calibration import calibrated_probabilities
 from ..card import verify_model_files
-from ..decision import TTA_CHOICES, head_probabilities
+from ..decision import TTA_CHOICES
 from ..errors import ModelLoadError
 from ..imaging import load_image, preprocess_array
 from ..openvino_ir import verify_exported
@@ -183,9 +184,11 @@ class Predictor:
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """``uint8 [N, 3, S, S]`` -> probabilities ``float64 [N, 5]`` (rows sum to 1).
 
-        No TTA here: this is one pass of the engine, converted by the card's head.
+        No TTA here: this is one pass of the engine, converted by the card's head after the
+        card's calibration: the one place every engine and precision goes through.
         """
-        return head_probabilities(self._engine(np.asarray(batch)), self.info.head)
+        outputs = self._engine(np.asarray(batch))
+        return calibrated_probabilities(outputs, self.info.head, self.info.card.get("calibration"))
 
     def predict_pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """``uint8 [S, S, 3]`` arrays (``codec.decode_photos``) -> probabilities ``[N, 5]``.

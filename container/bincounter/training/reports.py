@@ -69,3 +69,61 @@ def plot_evaluation(summary: dict[str, Any], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_reliability(splits: dict[str, Any], path: Path) -> None:
+    """One panel per split: accuracy against confidence per bin, before and after calibration.
+
+    ``splits[split][when]["reliability"]`` are ``calibration.reliability`` rows; the marker
+    area follows the photos in the bin, and the diagonal is perfect calibration.
+    """
+    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 4.5), squeeze=False)
+    for ax, (split, report) in zip(axes[0], splits.items(), strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+        for when, style in (("before", "o--"), ("after", "s-")):
+            rows = report[when]["reliability"]
+            total = max(1, sum(r["n"] for r in rows))
+            ax.plot(
+                [r["confidence"] for r in rows],
+                [r["accuracy"] for r in rows],
+                style,
+                label=f"{when}: ECE {report[when]['ece']:.3f}",
+            )
+            ax.scatter(
+                [r["confidence"] for r in rows],
+                [r["accuracy"] for r in rows],
+                s=[400 * r["n"] / total for r in rows],
+                alpha=0.25,
+            )
+        ax.set(xlabel="confidence (15 bins)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        ax.set_title(f"{split}: reliability", fontsize=10)
+        ax.legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_risk_coverage(splits: dict[str, Any], path: Path) -> None:
+    """Accuracy of the most confident share of photos, per split, calibrated probabilities.
+
+    ``splits[split]["after"]["curve"]`` holds the coverage and accuracy arrays.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for split, report in splits.items():
+        curve = report["after"]["curve"]
+        table = report["after"]["accuracy_at_coverage"]
+        ax.plot(
+            curve["coverage"],
+            curve["accuracy"],
+            label=f"{split} (20%: {table['0.2']:.2f}, all: {table['1']:.2f})",
+        )
+    for c in (0.1, 0.2, 0.3, 0.5):
+        ax.axvline(c, color="grey", linestyle=":", linewidth=0.8)
+    ax.set(
+        xlabel="coverage (share of photos answered)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1)
+    )
+    ax.set_title("Risk-coverage: answering only the most confident photos", fontsize=10)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -7,7 +7,7 @@ evaluates it once on ``test`` if the channel exists, and writes reports to
 a restarted job resumes from the newest good one.
 
 Read it top to bottom: ``train_one_epoch``, ``evaluate``, ``load_channels``, then ``run`` (set
-up, the epoch loop, ``_finish``). The pieces it composes live beside it (see ``__init__``).
+up, the epoch loop, ``finish``). The pieces it composes live beside it (see ``__init__``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from ..errors import DataError, StopRequested
 from ..files import atomic_write_json
 from ..model import build_model, save_model, unwrap
 from ..params import OPTIONAL_CHANNELS, REQUIRED_CHANNELS
-from . import metrics, reports
+from . import calibrate, metrics, reports
 from .channels import Channel, load_channel, lockstep_batches, make_reader
 from .checkpoint import CheckpointStore
 from .data import auto_workers, class_counts
@@ -186,12 +186,15 @@ def evaluate(
     workers: int,
     precision: Precision,
     tta: int = 1,
+    temperature: float = 1.0,
 ) -> tuple[float, dict[str, dict[str, Any]]]:
     """Loss and, per decision rule, count metrics over a whole channel, reduced exactly.
 
     Each rank takes a slice. The loss is the negative log-likelihood of the true count under
     the model's five probabilities (fp32, comparable across heads). ``tta=8`` averages the
-    probabilities of the eight flips and quarter turns of each photo.
+    probabilities of the eight flips and quarter turns of each photo. ``temperature`` divides
+    the head's outputs first, as the server does with the card's calibration, so a calibrated
+    model is scored on the probabilities (and counts) its endpoint answers.
     """
     model.eval()
     head = head_for_loss(hp.loss)
@@ -206,6 +209,8 @@ def evaluate(
         images, labels = to_device(images, labels, precision, ctx)
         with autocast(precision):
             outputs = net(images)
+        if temperature != 1.0:
+            outputs = outputs.float() / temperature
         p = average_variants(probabilities(outputs, head), tta)
         loss_sum -= p.gather(1, labels.unsqueeze(1)).clamp_min(1e-12).log().sum().double().cpu()
         for r, rule in enumerate(RULES):
@@ -478,18 +483,20 @@ FIGURES = ("n", "accuracy", "rmse", "mae", "off_by_one")
 
 
 def finish(job: Job) -> dict[str, Any]:
-    """Restore the best epoch, fix its decision rule, evaluate on test, then (rank 0) write the
-    reports, the model and its card, and the OpenVINO export.
+    """Restore the best epoch, calibrate it and fix its decision rule, evaluate on test, then
+    (rank 0) write the reports, the model and its card, and the OpenVINO export.
 
-    A step that changes the selected model before it is saved (such as calibration) goes
-    between ``select_best`` and ``save_selected_model``: after the best epoch and its rule are
-    fixed, before the card is written.
+    A step that changes the selected model before it is saved (as calibration does) goes
+    between ``select_best`` and ``save_selected_model``: after the best epoch is fixed, before
+    the card is written. Every step until ``save_selected_model`` reads channels, which is
+    collective: all ranks run them.
     """
     final = select_best(job)
-    test = evaluate_test(job, final)
+    sections = calibrate_selected(job, final)
+    test = evaluate_test(job, final, sections["calibration"]["temperature"])
     if job.ctx.is_master:
         write_reports(job, final, test)
-        save_selected_model(job, final)
+        save_selected_model(job, final, sections)
         if job.hp.export_openvino:
             _export(job.env, job.hp, job.channels)
     barrier(job.ctx)
@@ -497,35 +504,69 @@ def finish(job: Job) -> dict[str, Any]:
 
 
 def select_best(job: Job) -> dict[str, Any]:
-    """Load the best epoch's weights and choose its decision rule; the card's ``metrics``.
-
-    The rule is chosen again from the best weights' validation figures (evaluation is
-    deterministic, so it is the rule that epoch was selected with).
-    """
-    hp, state = job.hp, job.state
+    """Load the best epoch's weights (selected on uncalibrated validation figures as the epochs
+    ran); the start of the card's ``metrics``."""
+    state = job.state
     if state.best_weights is not None:
         unwrap(job.model).load_state_dict(state.best_weights)
-    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
-    _, val_rules = evaluate(
-        job.model, job.channels["validation"], hp, job.ctx, job.workers, job.precision
+    return {"best_epoch": state.best_epoch, "epochs_run": state.epoch}
+
+
+def calibrate_selected(job: Job, final: dict[str, Any]) -> dict[str, Any]:
+    """Fit the calibration on validation, then choose the decision rule on the *calibrated*
+    validation probabilities; the card's ``calibration`` and ``verification`` sections.
+
+    The server applies the temperature before its rule, and a temperature can move the
+    ``expected`` rule's count (and the CORAL head's most probable one), so a rule chosen on
+    uncalibrated probabilities would be judged on counts the endpoint never returns. Here the
+    rule, ``validation`` and ``validation_by_rule`` in ``final`` are those of the counts the
+    endpoint returns; the confidence and verdict thresholds are fitted under that rule.
+    """
+    hp, ctx = job.hp, job.ctx
+    head = head_for_loss(hp.loss)
+    fitted = calibrate.fit_on_validation(
+        job.model, job.channels, hp, ctx, workers=job.workers, precision=job.precision, head=head
+    )
+    val_loss, val_rules = evaluate(
+        job.model,
+        job.channels["validation"],
+        hp,
+        ctx,
+        job.workers,
+        job.precision,
+        temperature=fitted.temperature,
     )
     rule = pick_rule(hp, val_rules)
-    if job.ctx.is_master:
-        log.info("decision rule %s (decision=%s), chosen on validation", rule, hp.decision)
-    return {
-        "best_epoch": state.best_epoch,
-        "epochs_run": state.epoch,
-        "decision": rule,
-        "validation": {
-            k.split(":", 1)[1]: v for k, v in best.items() if k.startswith("validation:")
-        },
-        "validation_by_rule": {r: {k: v[k] for k in FIGURES} for r, v in val_rules.items()},
-    }
+    if ctx.is_master:
+        log.info(
+            "decision rule %s (decision=%s), chosen on calibrated validation (T=%.3f)",
+            rule,
+            hp.decision,
+            fitted.temperature,
+        )
+    final.update(
+        decision=rule,
+        validation={"loss": val_loss, **{k: val_rules[rule][k] for k in FIGURES}},
+        validation_by_rule={r: {k: v[k] for k in FIGURES} for r, v in val_rules.items()},
+    )
+    return calibrate.calibrate(
+        job.model,
+        job.channels,
+        hp,
+        ctx,
+        fitted,
+        workers=job.workers,
+        precision=job.precision,
+        decision=rule,
+        out_dir=job.env.paths.output_data_dir,
+    )
 
 
-def evaluate_test(job: Job, final: dict[str, Any]) -> dict[str, Any] | None:
-    """Evaluate the selected model on ``test`` (if given) under its rule, plain and with
-    8-fold test-time augmentation (for the record: the served default is without it).
+def evaluate_test(
+    job: Job, final: dict[str, Any], temperature: float = 1.0
+) -> dict[str, Any] | None:
+    """Evaluate the selected model on ``test`` (if given) under its rule and calibration, plain
+    and with 8-fold test-time augmentation (for the record: the served default is without it).
 
     Adds ``test`` and ``test_tta8`` to ``final``; returns the full test summary with the TTA
     one under ``tta8``, or ``None`` without a test channel.
@@ -534,10 +575,10 @@ def evaluate_test(job: Job, final: dict[str, Any]) -> dict[str, Any] | None:
         return None
     hp, ctx, rule = job.hp, job.ctx, final["decision"]
     test_loss, test_rules = evaluate(
-        job.model, job.channels["test"], hp, ctx, job.workers, job.precision
+        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, 1, temperature
     )
     _, test_tta_rules = evaluate(
-        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, tta=8
+        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, 8, temperature
     )
     summary, tta = test_rules[rule], test_tta_rules[rule]
     final["test"] = {"loss": test_loss, **{k: summary[k] for k in FIGURES}}
@@ -569,8 +610,9 @@ def write_reports(job: Job, final: dict[str, Any], test: dict[str, Any] | None) 
     atomic_write_json(out / "metrics.json", {"final": final, "history": job.state.history})
 
 
-def save_selected_model(job: Job, final: dict[str, Any]) -> None:
-    """``model.pt`` and its card (written last: its presence marks a complete model)."""
+def save_selected_model(job: Job, final: dict[str, Any], sections: dict[str, Any]) -> None:
+    """``model.pt`` and its card (written last: its presence marks a complete model), with the
+    calibration's ``sections`` (``calibration``, ``verification``), which the server reads."""
     hp, env, state = job.hp, job.env, job.state
     card = save_model(
         job.model,
@@ -586,6 +628,7 @@ def save_selected_model(job: Job, final: dict[str, Any]) -> None:
             "training_job": env.job_name or None,
             "world_size": job.ctx.world_size,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **sections,
         },
     )
     log.info(

@@ -1,0 +1,56 @@
+"""A real ``./train`` run calibrates: the card has the sections the server uses, the output
+folder has the before/after reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bincounter import calibration
+from bincounter.decision import choose_rule
+
+pytestmark = pytest.mark.slow
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_card_and_output_of_a_real_run_carry_the_calibration(trained_model_dir: Path) -> None:
+    card = json.loads((trained_model_dir / "model_card.json").read_text())
+    section, checks = card["calibration"], card["verification"]
+    assert section["method"] == "temperature" and section["fitted_on"] == "validation"
+    assert 0.05 < section["temperature"] < 20.1 and section["head"] == card["head"]
+    assert set(section["confidence_thresholds"]) == {f"{a:g}" for a in calibration.ACCURACY_LEVELS}
+    assert 0 <= checks["thresholds"]["mismatch"] < checks["thresholds"]["match"]
+    assert len(checks["train_prior"]) == 5 and np.isclose(sum(checks["train_prior"]), 1)
+    out = trained_model_dir.parent / "output" / "data"
+    for name in ("reliability.png", "risk_coverage.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    report = json.loads((out / "calibration.json").read_text())
+    for split in ("validation", "test"):
+        before, after = report["splits"][split]["before"], report["splits"][split]["after"]
+        assert set(after["accuracy_at_coverage"]) == {"0.1", "0.2", "0.3", "0.5", "1"}
+        for figures in (before, after):
+            assert 0 <= figures["ece"] <= 1 and figures["nll"] > 0 and 0 <= figures["brier"] <= 2
+    # fitted on validation, so validation NLL cannot get worse (the fit includes T = 1's region)
+    validation = report["splits"]["validation"]
+    assert validation["after"]["nll"] <= validation["before"]["nll"] + 1e-9
+    assert report["calibration"] == section
+
+
+def test_the_rule_and_figures_are_those_of_the_calibrated_counts(trained_model_dir: Path) -> None:
+    """The server applies the temperature before the rule, so the card's rule is chosen on the
+    calibrated validation figures, and its validation and test figures are those counts'."""
+    card = json.loads((trained_model_dir / "model_card.json").read_text())
+    final, rule = card["metrics"], card["decision"]
+    assert card["hyperparameters"]["decision"] == "auto"
+    assert final["decision"] == rule == choose_rule(final["validation_by_rule"])
+    assert final["validation"]["accuracy"] == final["validation_by_rule"][rule]["accuracy"]
+    out = trained_model_dir.parent / "output" / "data"
+    report = json.loads((out / "calibration.json").read_text())["splits"]
+    for split in ("validation", "test"):
+        after = report[split]["after"]
+        assert final[split]["n"] == after["n"]
+        assert final[split]["accuracy"] == pytest.approx(after["accuracy"], abs=1e-9)
