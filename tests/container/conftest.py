@@ -307,17 +307,33 @@ def image_size_bytes(tag: str) -> int:
     return int(docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip())
 
 
+def session_image(
+    tag: str, given_by: str, folder: Path, build_args: tuple[str, ...] = ()
+) -> tuple[str, float | None]:
+    """``$given_by``'s image if set (inspected), else ``tag`` built from the checkout.
+
+    Returns the tag and the build's seconds (``None`` for a given image); a failed build fails
+    the test that asked, with the end of the build log.
+    """
+    given = os.environ.get(given_by)
+    if given:
+        docker("image", "inspect", given)
+        return given, None
+    result = build_image(tag, folder, list(build_args))
+    if result.returncode != 0:
+        what = " ".join(("docker build", *build_args))
+        pytest.fail(f"{what} failed:\n{result.log[-6000:]}", pytrace=False)
+    return tag, result.elapsed
+
+
 @pytest.fixture(scope="session")
 def image(engine, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The project's image, built once per session (or ``$BINCOUNTER_TEST_IMAGE``)."""
-    given = os.environ.get("BINCOUNTER_TEST_IMAGE")
-    if given:
-        docker("image", "inspect", given)
-        return given
-    result = build_image(TEST_TAG, tmp_path_factory.mktemp("build"))
-    if result.returncode != 0:
-        pytest.fail(f"docker build failed:\n{result.log[-6000:]}", pytrace=False)
-    elapsed = result.elapsed
+    tag, elapsed = session_image(
+        TEST_TAG, "BINCOUNTER_TEST_IMAGE", tmp_path_factory.mktemp("build")
+    )
+    if elapsed is None:
+        return tag
     if SERVED:
         REPORT["wheels from local folders"] = (
             f"{len(SERVED)} files, {sum(SERVED.values()) / 1e9:.2f} GB not downloaded"

@@ -12,14 +12,13 @@ answered photo measured.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPORT, build_image, docker, image_size_bytes, wait_for
+from conftest import REPORT, docker, image_size_bytes, session_image, wait_for
 
 from support import ABID, EXPORTING_HPS, build_tree, free_port, run_train
 
@@ -35,17 +34,15 @@ SERVERLESS_MEMORY = "160m"
 
 @pytest.fixture(scope="session")
 def cpu_serve_image(engine, tmp_path_factory: pytest.TempPathFactory) -> str:
-    given = os.environ.get("BINCOUNTER_TEST_CPU_SERVE_IMAGE")
-    if given:
-        docker("image", "inspect", given)
-        return given
-    result = build_image(
-        CPU_SERVE_TAG, tmp_path_factory.mktemp("build_cpu_serve"), ["--target", "serve-cpu"]
+    tag, elapsed = session_image(
+        CPU_SERVE_TAG,
+        "BINCOUNTER_TEST_CPU_SERVE_IMAGE",
+        tmp_path_factory.mktemp("build_cpu_serve"),
+        ("--target", "serve-cpu"),
     )
-    if result.returncode != 0:
-        pytest.fail(f"docker build --target serve-cpu failed:\n{result.log[-6000:]}", pytrace=False)
-    REPORT["cpu-serve image"] = f"{image_size_bytes(CPU_SERVE_TAG) / 1e9:.2f} GB"
-    return CPU_SERVE_TAG
+    if elapsed is not None:
+        REPORT["cpu-serve image"] = f"{image_size_bytes(tag) / 1e9:.2f} GB"
+    return tag
 
 
 @pytest.fixture(scope="module")
