@@ -58,8 +58,8 @@ ENTRYPOINT ["/usr/bin/tini", "--"]
 
 # ---------------------------------------------------------------------------------------------
 # serve-cpu: the torch-free CPU serving image: `docker build --target serve-cpu`.
-# OpenVINO, flask, gunicorn, numpy and Pillow at the full image's pinned versions; no torch, no
-# CUDA, no training code's dependencies. `serve` only: it answers from the model's OpenVINO files
+# OpenVINO, flask, gunicorn, numpy, Pillow and pydantic (the model card's schema) at the full
+# image's pinned versions; no torch, no CUDA, no training code's dependencies. `serve` only: it answers from the model's OpenVINO files
 # and the reference outputs its check set records; a model without them is refused at start,
 # naming the full image. Placed before the full image's stage, so a plain `docker build` still
 # builds the full image (the last stage). Sizes and figures: docs/image.md.
@@ -74,7 +74,7 @@ LABEL org.opencontainers.image.title="bincounter-cpu-serve" \
       org.opencontainers.image.description="Count the items (1-5) in Amazon Bin Image Dataset photos: SageMaker CPU serving image (OpenVINO, no torch); training needs the full bincounter image"
 
 COPY requirements/image.lock requirements/torch.lock /tmp/req/
-RUN printf '%s\n' flask gunicorn numpy pillow openvino >/tmp/req/serve.txt \
+RUN printf '%s\n' flask gunicorn numpy pillow openvino pydantic >/tmp/req/serve.txt \
     && pip install --only-binary :all: -r /tmp/req/serve.txt \
         -c /tmp/req/image.lock -c /tmp/req/torch.lock \
     && pip check \
