@@ -59,9 +59,9 @@ ENTRYPOINT ["/usr/bin/tini", "--"]
 # ---------------------------------------------------------------------------------------------
 # serve-cpu: the torch-free CPU serving image: `docker build --target serve-cpu`.
 # OpenVINO, flask, gunicorn, numpy, Pillow and pydantic (the model card's schema) at the full
-# image's pinned versions; no torch, no CUDA, no training code's dependencies. `serve` only: it answers from the model's OpenVINO files
-# and the reference outputs its check set records; a model without them is refused at start,
-# naming the full image. Placed before the full image's stage, so a plain `docker build` still
+# image's pinned versions; no torch, no CUDA, no training code's dependencies. `serve` only: it
+# answers from the model's OpenVINO files and the reference outputs its check set records; a
+# model without them is refused at start, naming the full image. Placed before the full image's stage, so a plain `docker build` still
 # builds the full image (the last stage). Sizes and figures: docs/image.md.
 FROM runtime AS serve-cpu
 
