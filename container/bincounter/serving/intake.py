@@ -98,14 +98,14 @@ class IntakeWorker(ThreadWorker):
             data = b""
         self.intake_bytes -= len(buffered)
         if not data:  # end of stream: the thread finds it and closes quietly
-            conn.intake_data = bytes(buffered)
+            conn.intake_data = buffered  # no copy: the parser's unread copies it once
             return True
         buffered += data
         if (
             arrived(buffered, config.max_payload_bytes)
             or self.intake_bytes + len(buffered) > config.http_threads * config.max_payload_bytes
         ):
-            conn.intake_data = bytes(buffered)
+            conn.intake_data = buffered  # no copy: the parser's unread copies it once
             return True
         self.intake[conn] = (buffered, time.monotonic())
         self.intake_bytes += len(buffered)
