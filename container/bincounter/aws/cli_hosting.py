@@ -17,7 +17,7 @@ from .local import LOCAL_ENDPOINT, LOCAL_PORT
 from .serverless import ServerlessSettings
 from .transform import TransformSettings
 
-# ---- model packages (issue 23): ``--model-package`` instead of ``--model-data``
+# ---- model packages: ``--model-package`` (the registry) instead of ``--model-data``
 MODEL_PACKAGE = SettingFlag(
     "--model-package",
     None,
@@ -46,8 +46,6 @@ def resolve_model_source(args: argparse.Namespace, *, alternatives: str = "") ->
     args.model_data = package.model_data
     args.image = args.image or package.image
 
-
-# ---- end model packages
 
 WAIT = SettingFlag("--wait", None, {"action": argparse.BooleanOptionalAction, "default": True})
 
@@ -89,7 +87,7 @@ DEPLOY_FLAGS = (
     SettingFlag("--port", None, {"type": int, "default": LOCAL_PORT, "help": "local mode port"}),
 )
 
-# --- issue 24: serverless and asynchronous endpoints (begin) ---------------------------------
+# ---- serverless and asynchronous endpoints
 SERVERLESS_FLAGS = (
     SettingFlag(
         "--memory", "memory_mb", {"type": int, "metavar": "MB", "help": "1024..6144, 1 GB steps"}
@@ -200,8 +198,6 @@ def add_invoke_async_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--invocation-timeout", type=int, help="1..3600 s (SageMaker default 900)")
 
 
-# --- issue 24: serverless and asynchronous endpoints (end) -----------------------------------
-
 TRANSFORM_FLAGS = (
     SettingFlag("--input", None, {"required": True, "help": "s3:// prefix of photos"}),
     SettingFlag("--model-name", None, {"help": "existing SageMaker model (e.g. from deploy)"}),
@@ -243,7 +239,7 @@ def _serve_locally(args: argparse.Namespace, settings: DeploySettings) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     resolve_model_source(args)
     settings = settings_from_args(DeploySettings, args, DEPLOY_FLAGS)
-    serverless, asynchronous = deploy_modes(args)  # issue 24
+    serverless, asynchronous = deploy_modes(args)
     if args.local:
         return _serve_locally(args, settings)
 
@@ -275,7 +271,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_invoke(args: argparse.Namespace) -> int:
     from .invoke import invoke_endpoint, invoke_local
 
-    if args.asynchronous:  # issue 24
+    if args.asynchronous:
         return invoke_async_command(args)
     if not args.paths:
         raise UserError("give photos or folders of photos to send")
@@ -316,7 +312,7 @@ def add_parsers(sub: Any, config: argparse.ArgumentParser) -> None:
     """The hosting group's subcommands, each with the configuration flags of ``config``."""
     p = sub.add_parser("deploy", parents=[config], help="real-time endpoint")
     add_flags(p, DeploySettings, DEPLOY_FLAGS)
-    add_mode_flags(p)  # issue 24
+    add_mode_flags(p)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("delete", parents=[config], help="delete endpoint, config and model")
@@ -328,7 +324,7 @@ def add_parsers(sub: Any, config: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", help="photos or folders of photos (--async: or a .json)")
     p.add_argument("--endpoint", help="SageMaker endpoint name")
     p.add_argument("--local", metavar="URL", help="local server, e.g. http://localhost:8080")
-    add_invoke_async_flags(p)  # issue 24
+    add_invoke_async_flags(p)
     p.set_defaults(func=cmd_invoke)
 
     p = sub.add_parser("transform", parents=[config], help="batch transform over S3 photos")

@@ -153,7 +153,7 @@ def parse_instances(
 
 def read_photos(
     content_type: str, limit: int, max_instances: int, deadline: Deadline | None = None
-) -> list[bytes]:
+) -> list[bytes | bytearray]:
     """The photos a request carries: its body, or each instance of a JSON batch."""
     body = read_body(limit, deadline)
     log.debug("request_id=%s body of %d bytes read", g.get("request_id"), len(body))
@@ -164,7 +164,7 @@ def read_photos(
 
 
 def decode_photo(
-    photo: bytes, image_size: int, where: str = "", max_pixels: int = MAX_PIXELS
+    photo: bytes | bytearray, image_size: int, where: str = "", max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
     """Photo bytes -> ``uint8 [S, S, 3]`` (the training preprocessing), or 400 ``bad_image``.
 
@@ -192,7 +192,7 @@ def decode_photo(
 
 
 def decode_photos(
-    photos: Sequence[bytes],
+    photos: Sequence[bytes | bytearray],
     image_size: int,
     batch: bool,
     max_pixels: int = MAX_PIXELS,
