@@ -19,8 +19,8 @@ each served precision and eager PyTorch, and each one's accuracy, on the whole s
 (in-process, and through the server for the default). Prints the CPU model and flags and the
 load average. Prints a table and writes JSON (``--out``).
 
-The model: ``--model-dir`` if given, else a ResNet-18 at 224 px (the training defaults) that
-``./train`` fits for a few epochs on part of the train split (never the test split). The load
+The model: ``--model-dir`` if given, else a ResNet-18 at ``--image-size`` (96 px, the training
+default) that ``./train`` fits for a few epochs on part of the train split (never the test split). The load
 generator runs on the same cores as the server (keep-alive ``http.client`` threads), which
 costs every server a little; nothing else should run during a measurement.
 
@@ -51,7 +51,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bincounter.decision import decide, head_probabilities
+from bincounter.calibration import calibrated_probabilities
+from bincounter.decision import decide
 from bincounter.imaging import load_and_preprocess, load_image, preprocess, preprocess_array
 from bincounter.model import build_model, load_model, save_model
 from bincounter.serving.codec import probabilities_to_prediction
@@ -62,7 +63,6 @@ from support import ABID, REPO, free_port
 
 TRAIN_HPS = {
     "arch": "resnet18",
-    "image_size": "224",
     "epochs": "3",
     "batch_size": "32",
     "num_workers": "0",
@@ -79,12 +79,13 @@ def labels(split: str) -> list[tuple[str, int]]:
         return [(r["id"], int(r["count"])) for r in csv.DictReader(f) if r["split"] == split]
 
 
-def train_model(work: Path, per_count: int = 60) -> tuple[Path, str]:
+def train_model(work: Path, image_size: int, per_count: int = 60) -> tuple[Path, str]:
     """A real ``./train`` run (train + validation splits only); seeded weights if it fails."""
     base = work / "opt_ml"
     config = base / "input" / "config"
     config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps(TRAIN_HPS))
+    hps = {**TRAIN_HPS, "image_size": str(image_size)}
+    (config / "hyperparameters.json").write_text(json.dumps(hps))
     for channel, split, n in (("train", "train", per_count), ("validation", "validation", 12)):
         by_count: dict[int, list[str]] = defaultdict(list)
         for image_id, count in labels(split):
@@ -104,11 +105,11 @@ def train_model(work: Path, per_count: int = 60) -> tuple[Path, str]:
     )
     if result.returncode == 0:
         print(f"trained a model with ./train in {time.perf_counter() - started:.0f} s")
-        return base / "model", f"./train {TRAIN_HPS} on {per_count}/count train photos"
+        return base / "model", f"./train {hps} on {per_count}/count train photos"
     print("./train failed; benchmarking seeded untrained weights:\n" + result.stderr[-2000:])
     torch.manual_seed(0)
     model_dir = work / "seeded" / "model"
-    save_model(build_model("resnet18"), model_dir, arch="resnet18", image_size=224, extra={})
+    save_model(build_model("resnet18"), model_dir, arch="resnet18", image_size=image_size, extra={})
     return model_dir, "seeded untrained resnet18 (./train failed)"
 
 
@@ -238,9 +239,16 @@ def test_split_agreement(
         torch.stack([load_and_preprocess(b, size) for b in bodies[i : i + 8]])
         for i in range(0, len(bodies), 8)
     ]
+    # The endpoint's probabilities: the card's calibration (temperature) applied to the eager
+    # network's outputs, then the head's mapping; the rule counts on those.
     with torch.inference_mode():
         eager = np.concatenate(
-            [head_probabilities(model(batch).numpy(), "softmax") for batch in batches]
+            [
+                calibrated_probabilities(
+                    model(batch).numpy(), card["head"], card.get("calibration")
+                )
+                for batch in batches
+            ]
         )
     truth = np.array([c for _, c in rows])
     eager_count = decide(eager, rule) + 1
@@ -482,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="skip the other settings of this server (see VARIANTS)",
     )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=96,
+        help="side of the model ./train fits when no --model-dir is given (the training default)",
+    )
     args = parser.parse_args(argv)
 
     cores = cpu_count()
@@ -494,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_dir:
         model_dir, model_note = args.model_dir.resolve(), f"given: {args.model_dir}"
     else:
-        model_dir, model_note = train_model(work)
+        model_dir, model_note = train_model(work, args.image_size)
     results: dict[str, Any] = {
         "machine": {
             "cores": cores,

@@ -375,6 +375,34 @@ def test_sigterm_answers_connections_accepted_before_it(tmp_path, small_model_di
         server.stop()
 
 
+def test_sigterm_answers_every_queued_request_past_the_connection_limit(tmp_path, small_model_dir):
+    # gunicorn stops reading its connections once it holds ``worker_connections``; the drain
+    # accepts everything the kernel queued, so with more queued than that it used to hold
+    # requests it never read, then close them unanswered (seen with a burst of connects).
+    env = {"BINCOUNTER_MODEL_DIR": str(small_model_dir), "BINCOUNTER_ENGINE": "eager"}
+    server = start_server(
+        {
+            **env,
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+            "GUNICORN_CMD_ARGS": "--worker-connections 2",
+        },
+        tmp_path,
+    )
+    clients = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(6)]
+    try:
+        for i, client in enumerate(clients):
+            client.sendall(b"".join(http_request(photo_bytes(i))))
+        server.process.send_signal(signal.SIGTERM)
+        answers = [read_response(c) for c in clients]
+        assert [a.status for a in answers] == [200] * 6, server.log()[-3000:]
+        assert all(json.loads(a.read())["count"] in range(1, 6) for a in answers)
+        assert server.process.wait(15) == 0
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
 def test_environment_knobs_reach_the_server(tmp_path, small_model_dir):
     server = start_server(
         {

@@ -69,12 +69,14 @@ class DrainingWorker(IntakeWorker):
         """Accept what the kernel has queued, close the listeners, retire idle connections."""
         for listener in self.sockets:
             server = listener.getsockname()
+            # Every queued connection, past ``connection_limit`` too: the loop polls them all.
             while select.select([listener], [], [], 0)[0]:
                 self.accept(server, listener)  # another worker may win it: then not readable
-            with self._lock:
-                self.poller.unregister(listener)
+        self.pause_listeners()
+        for listener in self.sockets:
             listener.close()
         self.sockets = []
+        self.listening = None
         # Every answer from now on closes its connection (gunicorn's handle_request forces
         # ``Connection: close`` once as many connections are kept alive as this allows).
         self.max_keepalived = 0
