@@ -16,9 +16,10 @@ For the full image (``docker build .``) and the torch-free CPU serving image (``
    CPU has no bf16) and at fp32: both must be 100%.
 
 Prints the CPU model and flags, and every figure as slim / full in the same run. Needs a docker
-engine (``tests/container/engine.sh up``); builds an image that is missing the way the container
-tests do (local wheel index). The model: ``--model-dir`` (a ``./train`` output with its OpenVINO
-files), else a quick ``./train`` at 96 px on part of the train split.
+engine (``tests/container/engine.sh up``); builds both images from the checkout the way the
+container tests do (local wheel index; cached layers make it seconds), unless ``--no-build``.
+The model: ``--model-dir`` (a ``./train`` output with its OpenVINO files), else a quick
+``./train`` at 96 px on part of the train split.
 
     .venv/bin/python bench/images_bench.py [--model-dir runs/q96/opt_ml/model] [--out F]
 """
@@ -57,14 +58,16 @@ IMAGES = {
 LEVELS = {1: 150, 4: 400, 16: 480}
 
 
-def ensure_image(tag: str, build_args: tuple[str, ...], work: Path) -> None:
-    if docker("image", "inspect", tag, check=False).returncode == 0:
+def ensure_image(tag: str, build_args: tuple[str, ...], work: Path, build: bool) -> None:
+    """Build ``tag`` from the checkout (cached layers make a rebuild seconds), or, with
+    ``build`` off, use the one there is."""
+    if not build and docker("image", "inspect", tag, check=False).returncode == 0:
         return
     print(f"building {tag} ({' '.join(build_args) or 'full image'}) ...", flush=True)
     result = build_image(tag, work, list(build_args))
     if result.returncode != 0:
         raise SystemExit(f"docker build of {tag} failed:\n{result.log[-4000:]}")
-    print(f"  built in {result.elapsed:.0f} s")
+    print(f"  built in {result.elapsed:.0f} s", flush=True)
 
 
 def model_tree(model_dir: Path | None, work: Path) -> tuple[Path, str]:
@@ -118,8 +121,11 @@ class Container:
         """VmRSS and VmHWM of each gunicorn worker (children of the arbiter), from the host."""
         top = docker("top", self.name, "-eo", "pid,ppid,args").stdout.splitlines()[1:]
         rows = [line.split(None, 2) for line in top]
-        arbiters = {pid for pid, _, args in rows if "gunicorn" in args or "bincounter" in args}
-        workers = [pid for pid, ppid, _ in rows if ppid in arbiters]
+        pythons = {pid for pid, _, args in rows if "python" in args}
+        # The arbiter is the python process started by tini; its python children are workers.
+        workers = [pid for pid, ppid, _ in rows if pid in pythons and ppid in pythons]
+        if not workers:
+            raise SystemExit(f"no gunicorn workers in {self.name}: {top}")
         out = []
         for pid in workers:
             status = dict(
@@ -182,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE.parent / "runs" / "images_bench.json")
     parser.add_argument("--cold-starts", type=int, default=3, help="cold starts per image")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
+    parser.add_argument(
+        "--no-build",
+        dest="build",
+        action="store_false",
+        help="use the images already tagged instead of building them from the checkout",
+    )
     args = parser.parse_args(argv)
 
     cpu = cpu_description()
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start {os.getloadavg()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="images_bench_"))
     for tag, build_args in IMAGES.values():
-        ensure_image(tag, build_args, work)
+        ensure_image(tag, build_args, work, args.build)
     base, model_note = model_tree(args.model_dir, work)
     photos = [p.read_bytes() for p in sorted((ABID / "original").glob("*.jpg"))]
     results: dict[str, Any] = {"cpu": cpu, "model": model_note, "images": {}}
@@ -235,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {precision}: {agreement[precision]}", flush=True)
     results["top1_agreement"] = agreement
     results["loadavg_at_end"] = os.getloadavg()
-    print_summary(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
+    print_summary(results)
     print(f"wrote {args.out}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -265,7 +277,12 @@ def print_summary(results: dict[str, Any]) -> None:
         print(f"  {label:36s} {f_value:9.2f} {s_value:9.2f} {s_value / f_value:9.2f}x")
     for precision, a in results["top1_agreement"].items():
         print(f"  top-1 agreement at {precision}: {100 * a['top1']:.1f}% of {a['photos']} photos")
-    print(f"  engines: full '{full['ready_line'][-80:]}' | slim '{slim['ready_line'][-80:]}'")
+
+    def engine(r: dict[str, Any]) -> str:
+        line = r["ready_line"]
+        return line[line.find("ready on") :].split(" in ")[0] if "ready on" in line else "?"
+
+    print(f"  engines: full {engine(full)} | slim {engine(slim)}")
 
 
 if __name__ == "__main__":
