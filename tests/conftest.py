@@ -9,6 +9,12 @@ import pytest
 from support import EXPORTING_HPS, build_tree, run_train
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Container tests last, in their own order: ``tests/container/conftest.py`` sets up the
+    engine and builds the images in the background meanwhile."""
+    items.sort(key=lambda item: item.get_closest_marker("container") is not None)
+
+
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``/opt/ml/model`` of a real ``./train`` run on real photos (shared by the session)."""

@@ -32,12 +32,14 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
@@ -112,29 +114,50 @@ def background_server(
             proc.wait(timeout=30)
 
 
+class EngineUnavailable(Exception):
+    """``engine.sh up`` could not give a running engine; the message says why."""
+
+
+def engine_up(running: list[subprocess.Popen]) -> tuple[dict[str, str], str]:
+    """``engine.sh up``: the engine's state (KEY=VALUE lines) and a line for the report."""
+    if sys.platform != "linux":
+        raise EngineUnavailable("container tests need Linux (Debian's docker.io engine)")
+    started = time.monotonic()
+    try:
+        process = subprocess.Popen(
+            ["bash", str(ENGINE_SH), "up"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        running.append(process)
+        stdout, stderr = process.communicate(timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineUnavailable(
+            f"could not set up the docker engine with {ENGINE_SH}: {exc}"
+        ) from None
+    if process.returncode != 0:
+        raise EngineUnavailable(
+            f"could not set up the docker engine with {ENGINE_SH} up "
+            f"(exit {process.returncode}):\n{stderr[-3000:]}"
+        )
+    steps = re.findall(r"^\[engine\] (.+) took (\d+ s)$", stderr, re.M)
+    report = f"{time.monotonic() - started:.0f} s" + (
+        f" ({', '.join(f'{what} {took}' for what, took in steps)})" if steps else ""
+    )
+    return dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line), report
+
+
 @pytest.fixture(scope="session")
 def engine() -> dict[str, str]:
     """A running docker engine with compose v2 and the base image (installed when missing)."""
-    if sys.platform != "linux":
-        unavailable("container tests need Linux (Debian's docker.io engine)")
-    started = time.monotonic()
     try:
-        result = subprocess.run(
-            ["bash", str(ENGINE_SH), "up"], capture_output=True, text=True, timeout=1800
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        unavailable(f"could not set up the docker engine with {ENGINE_SH}: {exc}")
-    if result.returncode != 0:
-        unavailable(
-            f"could not set up the docker engine with {ENGINE_SH} up "
-            f"(exit {result.returncode}):\n{result.stderr[-3000:]}"
-        )
-    steps = re.findall(r"^\[engine\] (.+) took (\d+ s)$", result.stderr, re.M)
-    REPORT["engine setup"] = f"{time.monotonic() - started:.0f} s" + (
-        f" ({', '.join(f'{what} {took}' for what, took in steps)})" if steps else ""
-    )
-    state = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+        state, report = preparation().engine.result()
+    except EngineUnavailable as exc:
+        unavailable(str(exc))
+    REPORT["engine setup"] = report
     yield state
+    preparation().stop()  # a build still running for tests that were not run
     if state.get("ENGINE_STARTED") == "1" and os.environ.get("BINCOUNTER_KEEP_ENGINE") != "1":
         subprocess.run(["bash", str(ENGINE_SH), "down"], timeout=120, check=False)
 
@@ -274,6 +297,7 @@ def build_image(
     extra_args: list[str] | None = None,
     download_weights: bool = False,
     context: Path = REPO,
+    running: list[subprocess.Popen] | None = None,
 ) -> Build:
     """``docker build`` the project's Dockerfile as the tests need it (ImageNet weights off
     unless asked for); returns its exit status, seconds taken and log.
@@ -296,53 +320,129 @@ def build_image(
         started = time.monotonic()
         log = tmp / "build.log"
         with open(log, "w") as out:
-            result = subprocess.run(
-                ["docker", *args], stdout=out, stderr=subprocess.STDOUT, timeout=3000
-            )
+            process = subprocess.Popen(["docker", *args], stdout=out, stderr=subprocess.STDOUT)
+            if running is not None:  # so that a session ending first can stop it
+                running.append(process)
+            try:
+                returncode = process.wait(timeout=3000)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                returncode = process.wait()
         elapsed = time.monotonic() - started
-    return Build(result.returncode, elapsed, log.read_text())
+    return Build(returncode, elapsed, log.read_text())
 
 
 def image_size_bytes(tag: str) -> int:
     return int(docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip())
 
 
-def session_image(
-    tag: str, given_by: str, folder: Path, build_args: tuple[str, ...] = ()
-) -> tuple[str, float | None]:
-    """``$given_by``'s image if set (inspected), else ``tag`` built from the checkout.
+#: The images the container tests share: fixture name -> (tag, variable naming a built one,
+#: ``docker build`` arguments).
+SHARED_IMAGES = {
+    "image": (TEST_TAG, "BINCOUNTER_TEST_IMAGE", ()),
+    "cpu_serve_image": ("bincounter:test-cpu-serve", "BINCOUNTER_TEST_CPU_SERVE_IMAGE",
+                        ("--target", "serve-cpu")),
+}  # fmt: skip
 
-    Returns the tag and the build's seconds (``None`` for a given image); a failed build fails
-    the test that asked, with the end of the build log.
+
+class Preparation:
+    """The engine and the shared images, made in one background thread.
+
+    Started as soon as collection ends (``pytest_collection_finish``) when container tests are
+    selected, and those tests run last (``tests/conftest.py``): the minutes of an engine
+    install, a debootstrap and a cold 6.7 GB build (388 s on a 2-core AVX2 machine) overlap
+    with the CPU-bound tests instead of adding to them. Fixtures wait for their part. Only the
+    images a selected test uses are built.
     """
-    given = os.environ.get(given_by)
-    if given:
-        docker("image", "inspect", given)
-        return given, None
-    result = build_image(tag, folder, list(build_args))
-    if result.returncode != 0:
-        what = " ".join(("docker build", *build_args))
-        pytest.fail(f"{what} failed:\n{result.log[-6000:]}", pytrace=False)
-    return tag, result.elapsed
+
+    def __init__(self, needed: set[str] | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="bincounter-container-prep-"))
+        self.running: list[subprocess.Popen] = []
+        self.stopped = False
+        pool = ThreadPoolExecutor(1, thread_name_prefix="container-preparation")
+        self.engine = pool.submit(engine_up, self.running)
+        self.images = {
+            name: pool.submit(self._image, *SHARED_IMAGES[name])
+            for name in SHARED_IMAGES
+            if needed is None or name in needed
+        }
+        pool.shutdown(wait=False)
+
+    def _image(
+        self, tag: str, given_by: str, build_args: tuple[str, ...]
+    ) -> tuple[str, Build | None]:
+        self.engine.result()  # raises EngineUnavailable: the fixture says so
+        given = os.environ.get(given_by)
+        if given:
+            docker("image", "inspect", given)
+            return given, None
+        if self.stopped:
+            return tag, Build(1, 0.0, "not built: the session ended first")
+        folder = Path(tempfile.mkdtemp(prefix="build-", dir=self.folder))
+        return tag, build_image(tag, folder, list(build_args), running=self.running)
+
+    def image(self, name: str) -> tuple[str, float | None]:
+        """The tag of a shared image (waiting for its build) and its build's seconds (``None``
+        for one given by its variable); a failed build fails the test, with its log."""
+        if name not in self.images:  # a test the collection did not foresee
+            pool = ThreadPoolExecutor(1)
+            self.images[name] = pool.submit(self._image, *SHARED_IMAGES[name])
+            pool.shutdown(wait=False)
+        try:
+            tag, build = self.images[name].result()
+        except EngineUnavailable as exc:
+            unavailable(str(exc))
+        if build is not None and build.returncode != 0:
+            what = " ".join(("docker build", *SHARED_IMAGES[name][2]))
+            pytest.fail(f"{what} failed:\n{build.log[-6000:]}", pytrace=False)
+        return tag, None if build is None else build.elapsed
+
+    def stop(self) -> None:
+        """Stop what is still running (the session is ending)."""
+        self.stopped = True
+        for process in self.running:
+            if process.poll() is None:
+                process.terminate()
+
+
+_PREPARATION: Preparation | None = None
+
+
+def preparation(needed: set[str] | None = None) -> Preparation:
+    global _PREPARATION
+    if _PREPARATION is None:
+        _PREPARATION = Preparation(needed)
+    return _PREPARATION
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the engine and the builds the selected container tests need, in the background."""
+    container = [item for item in session.items if item.get_closest_marker("container")]
+    if container and not session.config.option.collectonly:
+        preparation({name for item in container for name in getattr(item, "fixturenames", ())})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _PREPARATION is not None:
+        _PREPARATION.stop()
 
 
 @pytest.fixture(scope="session")
-def image(engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+def image(engine) -> str:
     """The project's image, built once per session (or ``$BINCOUNTER_TEST_IMAGE``)."""
-    tag, elapsed = session_image(
-        TEST_TAG, "BINCOUNTER_TEST_IMAGE", tmp_path_factory.mktemp("build")
-    )
+    tag, elapsed = preparation().image("image")
     if elapsed is None:
         return tag
     if SERVED:
         REPORT["wheels from local folders"] = (
             f"{len(SERVED)} files, {sum(SERVED.values()) / 1e9:.2f} GB not downloaded"
         )
-    REPORT["image build"] = f"{elapsed:.0f} s (cached layers are reused across sessions)"
-    REPORT["image size"] = (
-        f"{image_size_bytes(TEST_TAG) / 1e9:.2f} GB ({TEST_TAG}, no ImageNet weights)"
+    REPORT["image build"] = (
+        f"{elapsed:.0f} s, in the background during the other tests "
+        "(cached layers are reused across sessions)"
     )
-    return TEST_TAG
+    REPORT["image size"] = f"{image_size_bytes(tag) / 1e9:.2f} GB ({tag}, no ImageNet weights)"
+    return tag
 
 
 @pytest.fixture

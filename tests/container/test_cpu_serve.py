@@ -1,7 +1,7 @@
 """The torch-free CPU serving image (``docker build --target serve-cpu``), run for real.
 
-Built once per session by its own fixture (``cpu_serve_image``; ``$BINCOUNTER_TEST_CPU_SERVE_IMAGE``
-takes one already built), beside the full image of ``conftest.image``. A model trained on this
+Built once per session in the background with the full image (``conftest.Preparation``;
+``$BINCOUNTER_TEST_CPU_SERVE_IMAGE`` takes one already built). A model trained on this
 machine by ``tests/support`` at the default 96 px, with its OpenVINO export, is served by each
 image: ``/ping`` and ``/invocations`` on real photos, the same counts from both. The slim image
 also runs under ``docker run --memory SERVERLESS_MEMORY`` (the smallest that serves it with one
@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPORT, docker, image_size_bytes, session_image, wait_for
+from conftest import REPORT, docker, image_size_bytes, preparation, wait_for
 
 from support import ABID, EXPORTING_HPS, build_tree, free_port, run_train
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-CPU_SERVE_TAG = "bincounter:test-cpu-serve"
 #: ``docker run --memory`` at which the slim image serves the 96 px model, one request at a time
 #: (SAGEMAKER_MODEL_SERVER_WORKERS=1): 128 MiB was the smallest that served (96 MiB never
 #: answered; docs/image.md has the search), this is one step above it for larger photos.
@@ -33,15 +32,12 @@ SERVERLESS_MEMORY = "160m"
 
 
 @pytest.fixture(scope="session")
-def cpu_serve_image(engine, tmp_path_factory: pytest.TempPathFactory) -> str:
-    tag, elapsed = session_image(
-        CPU_SERVE_TAG,
-        "BINCOUNTER_TEST_CPU_SERVE_IMAGE",
-        tmp_path_factory.mktemp("build_cpu_serve"),
-        ("--target", "serve-cpu"),
-    )
+def cpu_serve_image(engine) -> str:
+    tag, elapsed = preparation().image("cpu_serve_image")
     if elapsed is not None:
-        REPORT["cpu-serve image"] = f"{image_size_bytes(tag) / 1e9:.2f} GB"
+        REPORT["cpu-serve image"] = (
+            f"{image_size_bytes(tag) / 1e9:.2f} GB, built in {elapsed:.0f} s"
+        )
     return tag
 
 
