@@ -20,6 +20,7 @@ from bincounter.serving.batcher import Batcher
 from bincounter.serving.codec import SUPPORTED_TYPES, decode_photo
 from bincounter.serving.predictor import Predictor
 
+from .batching import network_thread_id, submit
 from .inputs import b64_batch, bad_inputs, converted_photos, photo_bytes
 
 
@@ -176,7 +177,7 @@ def test_only_the_batcher_thread_runs_the_network(serving_config, predictor):
         assert post(client, batch, "application/json").status_code == 200
     finally:
         close_app(app)
-    assert threads == {batcher.thread_id} and threading.get_ident() not in threads
+    assert threads == {network_thread_id(batcher)} and threading.get_ident() not in threads
     assert batcher.closed  # close_app stopped the thread
 
 
@@ -185,7 +186,7 @@ def test_batcher_answers_as_the_predictor_does(predictor):
     size = predictor.info.image_size
     pixels = [decode_photo(photo_bytes(i), size) for i in range(6)]
     try:
-        got = np.stack([f.result(30) for f in batcher.submit(pixels)])
+        got = np.stack([f.result(30) for f in submit(batcher, pixels)])
     finally:
         batcher.close()
     expected = predictor.predict_batch(

@@ -15,6 +15,8 @@ import torch
 
 from bincounter.serving.batcher import Batcher
 
+from .batching import network_thread_id, submit
+
 
 def image(k: int) -> np.ndarray:
     """A tiny ``uint8 [S, S, 3]`` image whose pixels say which one it is."""
@@ -73,7 +75,7 @@ def test_a_lone_request_never_waits(make):
     probs = batcher.predict(lambda: [image(7)], timeout=5)
     assert time.monotonic() - started < 1.0
     assert probs.shape == (1, 5) and probs[0, 0] == 7
-    assert model.batches == [[7]] and model.threads == {batcher.thread_id}
+    assert model.batches == [[7]] and model.threads == {network_thread_id(batcher)}
 
 
 @pytest.mark.parametrize(
@@ -88,9 +90,9 @@ def test_a_lone_request_never_waits(make):
 def test_work_queued_while_busy_runs_as_batches_in_order(make, queued, max_batch_size, batches):
     model = FakeModel(hold_first=True)
     batcher = make(model, max_batch_size)
-    first = batcher.submit([image(0)])
+    first = submit(batcher, [image(0)])
     assert model.running.wait(5)  # the network is busy with image 0
-    futures = [f for k in range(1, queued + 1) for f in batcher.submit([image(k)])]
+    futures = [f for k in range(1, queued + 1) for f in submit(batcher, [image(k)])]
     model.release.set()
     assert ids(first) == [0] and ids(futures) == list(range(1, queued + 1))
     assert model.batches == [[0], *batches]
@@ -99,7 +101,7 @@ def test_work_queued_while_busy_runs_as_batches_in_order(make, queued, max_batch
 def test_concurrent_requests_share_a_forward_pass(make):
     model = FakeModel(hold_first=True)
     batcher = make(model, max_batch_size=8)
-    first = batcher.submit([image(0)])
+    first = submit(batcher, [image(0)])
     assert model.running.wait(5)
     results: dict[int, np.ndarray] = {}
 
@@ -117,7 +119,7 @@ def test_concurrent_requests_share_a_forward_pass(make):
     ids(first)
     assert {k: list(r[:, 0]) for k, r in results.items()} == {k: [k, k + 10] for k in (1, 2, 3)}
     assert len(model.batches) == 2 and sorted(model.batches[1]) == [1, 2, 3, 11, 12, 13]
-    assert model.threads == {batcher.thread_id}
+    assert model.threads == {network_thread_id(batcher)}
 
 
 class Decoding:
@@ -156,7 +158,7 @@ def test_a_batch_waits_for_a_request_still_decoding(make, fails):
     batcher = make(model, wait_ms=5000)
     decoding = Decoding(2)
     thread = decoding.run(batcher)
-    (queued,) = batcher.submit([image(1)])
+    (queued,) = submit(batcher, [image(1)])
     time.sleep(0.1)
     assert not queued.done()  # held for the decoding request, not answered alone
     decoding.fail = fails
@@ -181,7 +183,7 @@ def test_the_wait_for_a_decoding_request_is_bounded(make):
     decoding = Decoding(2)
     thread = decoding.run(batcher)
     started = time.monotonic()
-    assert ids(batcher.submit([image(1)])) == [1]
+    assert ids(submit(batcher, [image(1)])) == [1]
     assert 0.04 < time.monotonic() - started < 2.0
     decoding.finish.set()
     thread.join(5)
@@ -203,7 +205,7 @@ def test_only_numpy_pixels_are_accepted(make, bad):
     model = FakeModel()
     batcher = make(model, wait_ms=5000)
     with pytest.raises(TypeError, match="uint8"):
-        batcher.submit([bad])
+        submit(batcher, [bad])
     with pytest.raises(TypeError, match="uint8"):
         batcher.predict(lambda: [image(1), bad], timeout=5)
     # The refused request is no longer counted as decoding: nobody waits for it.
@@ -223,7 +225,7 @@ def test_a_failing_batch_fails_its_requests_not_the_thread(make):
 def test_close_answers_queued_work_then_stops(make):
     model = FakeModel(hold_first=True)
     batcher = make(model)
-    futures = batcher.submit([image(k) for k in range(6)])
+    futures = submit(batcher, [image(k) for k in range(6)])
     assert model.running.wait(5)
     closing = threading.Thread(target=batcher.close)
     closing.start()
@@ -232,7 +234,7 @@ def test_close_answers_queued_work_then_stops(make):
     assert ids(futures) == list(range(6))
     assert batcher.closed
     with pytest.raises(RuntimeError, match="closed"):
-        batcher.submit([image(9)])
+        submit(batcher, [image(9)])
     with pytest.raises(RuntimeError, match="closed"):
         batcher.predict(lambda: [image(9)])
     batcher.close()  # idempotent
@@ -247,7 +249,7 @@ def test_the_model_is_loaded_on_the_batcher_thread_and_its_error_raised_here():
 
     batcher = Batcher(load)
     try:
-        assert loaded_on == [batcher.thread_id] != [threading.get_ident()]
+        assert loaded_on == [network_thread_id(batcher)] != [threading.get_ident()]
     finally:
         batcher.close()
 

@@ -96,11 +96,6 @@ class Batcher:
         if self._load_error is not None:
             raise self._load_error
 
-    @property
-    def thread_id(self) -> int | None:
-        """The batcher thread's ``threading.get_ident()``: the only one that runs the model."""
-        return self._thread.ident
-
     def predict(
         self,
         decode: Callable[[], Sequence[np.ndarray]],
@@ -134,10 +129,6 @@ class Batcher:
             for f in futures:
                 f.cancel()
             raise
-
-    def submit(self, images: Sequence[np.ndarray]) -> list[Future[np.ndarray]]:
-        """Queue already decoded images; each future yields one image's probabilities ``[5]``."""
-        return self._enqueue(check_pixels(images), decoded=0)
 
     def close(self, timeout: float = 10.0) -> None:
         """Refuse new work, answer what is queued, and stop the thread (idempotent)."""
