@@ -94,8 +94,11 @@ def test_bad_samples_in_the_stream_are_named_and_counted(tmp_path, feeders, capl
     with caplog.at_level(logging.WARNING, logger="bincounter.training"):
         channel = index_pipe(ChannelInput("train", root), 16, 0.5)
     assert sorted(s.id for s in channel) == [f"g{i:03d}" for i in range(6)]
-    assert "g003: duplicate id" in caplog.text
-    assert "b1: photo:" in caplog.text and "b2: count 9 outside 1..5" in caplog.text
+    problems = {p.key: p.reason for p in channel.problems}
+    assert set(problems) == {"g003", "b1", "b2"}
+    assert problems["g003"].startswith("duplicate id")
+    assert problems["b1"].startswith("photo:") and problems["b2"] == "count 9 outside 1..5"
+    assert all(str(p) in caplog.text for p in channel.problems)  # named in the log too
 
 
 def test_a_cut_object_costs_the_rest_of_the_pass_and_counts_against_the_limit(
@@ -114,7 +117,10 @@ def test_a_cut_object_costs_the_rest_of_the_pass_and_counts_against_the_limit(
     with caplog.at_level(logging.WARNING, logger="bincounter.training"):
         channel = index_pipe(ChannelInput("train", tmp_path / "lenient"), 16, 0.9)
     assert [s.id for s in channel] == [k for k, _ in _good(6)]
-    assert "bytes after byte" in caplog.text and "unreadable" in caplog.text
+    (lost,) = [p for p in channel.problems if p.lost_bytes]
+    assert 0 < lost.lost_bytes < lost.stream_bytes
+    assert "bytes after byte" in lost.reason and "unreadable" in lost.reason
+    assert str(lost) in caplog.text
 
 
 def test_ranks_on_fully_replicated_hosts_split_the_stream_each_sample_once(tmp_path, feeders):

@@ -161,12 +161,16 @@ def test_index_skips_and_names_each_kind_of_bad_sample(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="bincounter.training"):
         channel = index_shards(ChannelInput("train", root), 16, 0.5)
     assert sorted(s.id for s in channel) == ["b0", "c0", *(f"g{i}" for i in range(6))]
-    text = caplog.text
-    assert "b-bad-000000.tar: g3: duplicate id, first in a-good-000000.tar" in text
-    assert "b-bad-000000.tar: b1: photo:" in text
-    assert "b-bad-000000.tar: b2: count 9 outside 1..5" in text
-    assert "b-bad-000000.tar: b3: no .cls member (label)" in text
-    assert "c-cut-000000.tar" in text and "truncated" in text
+    problems = {(p.shard, p.key): p.reason for p in channel.problems}
+    assert problems[("b-bad-000000.tar", "g3")] == "duplicate id, first in a-good-000000.tar"
+    assert problems[("b-bad-000000.tar", "b1")].startswith("photo:")
+    assert problems[("b-bad-000000.tar", "b2")] == "count 9 outside 1..5"
+    assert problems[("b-bad-000000.tar", "b3")] == "no .cls member (label)"
+    cut = [reason for (shard, _), reason in problems.items() if shard == "c-cut-000000.tar"]
+    assert len(cut) == 1 and "truncated" in cut[0]
+    assert len(problems) == 5
+    # ... and each is named in the job's log, where a person reads it.
+    assert all(str(p) in caplog.text for p in channel.problems)
 
 
 def test_index_fails_above_max_bad_fraction_naming_the_first_problem(tmp_path):

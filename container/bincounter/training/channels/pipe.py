@@ -111,8 +111,9 @@ def index_pipe(
             f"read (above max_bad_fraction={max_bad_fraction:g}): "
             f"{next(p for p in scanned[1] if p.lost_bytes)}"
         )
-    good = accept(name, {STREAM: scanned}, max_bad_fraction)
+    good, problems = accept(name, {STREAM: scanned}, max_bad_fraction)
     channel = PipeChannel(name, root, good[STREAM], source.distribution)
+    channel.problems = tuple(problems)
     if not channel:
         raise DataError(
             f"channel '{name}' ({pipe_path(root, 0)}): its Pipe stream holds no readable "

@@ -41,8 +41,11 @@ class ShardChannel(list[ChannelPhoto]):
     holds which shards.
 
     A list of ``ChannelPhoto`` so class counts, class weights and sizes work as for folders; under
-    ``ShardedByS3Key`` it holds this host's share only.
+    ``ShardedByS3Key`` it holds this host's share only. ``problems``: what the index skipped,
+    each naming its shard and sample (also logged, and held against ``max_bad_fraction``).
     """
+
+    problems: tuple[tar_shards.Problem, ...] = ()
 
     def __init__(
         self,
@@ -191,8 +194,9 @@ def index_shards(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         scanned = list(pool.map(scan, files))
-    good = accept(name, dict(zip(files, scanned, strict=True)), max_bad_fraction)
+    good, problems = accept(name, dict(zip(files, scanned, strict=True)), max_bad_fraction)
     channel = ShardChannel(name, files, good, source.distribution, source.local_world)
+    channel.problems = tuple(problems)
     if not channel:
         raise DataError(f"channel '{name}' ({root}): its shards hold no readable samples")
     return channel
@@ -202,9 +206,9 @@ def accept(
     name: str,
     scanned: dict[str, tuple[Pairs, list[tar_shards.Problem]]],
     max_bad_fraction: float,
-) -> dict[str, Pairs]:
-    """The good samples per shard (or stream) once duplicates are dropped; logs the problems
-    and fails the job when they exceed ``max_bad_fraction`` of the samples met."""
+) -> tuple[dict[str, Pairs], list[tar_shards.Problem]]:
+    """The good samples per shard (or stream) once duplicates are dropped, and the problems
+    (logged); fails the job when they exceed ``max_bad_fraction`` of the samples met."""
     good: dict[str, Pairs] = {}
     problems: list[tar_shards.Problem] = []
     first_seen: dict[str, str] = {}
@@ -232,4 +236,4 @@ def accept(
         ),
         refusal=f"{len(problems)} problems in {met} samples ({{percent:.1f}}%)",
     )
-    return good
+    return good, problems
