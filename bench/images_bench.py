@@ -26,7 +26,6 @@ The model: ``--model-dir`` (a ``./train`` output with its OpenVINO files), else 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -47,7 +46,7 @@ sys.path[:0] = [str(HERE.parent / "container"), str(HERE.parent / "tests"), str(
 sys.path.insert(0, str(HERE.parent / "tests" / "container"))
 
 from conftest import build_image, docker, image_size_bytes  # noqa: E402
-from serve_bench import cpu_description, load  # noqa: E402
+from serve_bench import bench_arguments, cpu_description, load  # noqa: E402
 
 from support import ABID, EXPORTING_HPS, build_tree, free_port, run_train  # noqa: E402
 
@@ -183,11 +182,8 @@ def measure(tag: str, base: Path, photos: list[bytes], scale: float) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, help="a ./train model dir with OpenVINO files")
-    parser.add_argument("--out", type=Path, default=HERE.parent / "runs" / "images_bench.json")
+    parser = bench_arguments(__doc__.splitlines()[0], "images_bench.json")
     parser.add_argument("--cold-starts", type=int, default=3, help="cold starts per image")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
     parser.add_argument(
         "--no-build",
         dest="build",

@@ -479,11 +479,17 @@ def json_batch(photos: list[bytes]) -> bytes:
 # --------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_arguments(description: str, out_name: str) -> argparse.ArgumentParser:
+    """The options both serving benches take: the model, where the JSON goes, how many requests."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model-dir", type=Path, help="a model dir as ./train writes it")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "serve_bench.json")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / out_name)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_arguments(__doc__.splitlines()[0], "serve_bench.json")
     parser.add_argument(
         "--no-variants",
         dest="variants",
