@@ -403,6 +403,33 @@ def test_sigterm_answers_every_queued_request_past_the_connection_limit(tmp_path
         server.stop()
 
 
+def test_connections_that_never_send_cannot_hold_every_slot(tmp_path, small_model_dir):
+    # gunicorn keeps a connection that never sends a byte for ever: ``worker_connections`` of
+    # them and the worker accepted nothing more. They are closed after the read timeout.
+    env = {"BINCOUNTER_MODEL_DIR": str(small_model_dir), "BINCOUNTER_ENGINE": "eager"}
+    server = start_server(
+        {
+            **env,
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+            "BINCOUNTER_READ_TIMEOUT": "1",
+            "GUNICORN_CMD_ARGS": "--worker-connections 3",
+        },
+        tmp_path,
+    )
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(3)]
+    late = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    try:
+        late.sendall(b"".join(http_request(photo_bytes(1))))
+        answer = read_response(late)  # waits until a slot is let go and the request is read
+        assert answer.status == 200 and json.loads(answer.read())["count"] in range(1, 6)
+        assert [c.recv(1) for c in silent] == [b""] * 3  # closed by the server, nothing sent
+        assert_alive(server)
+    finally:
+        for client in (*silent, late):
+            client.close()
+        server.stop()
+
+
 def test_environment_knobs_reach_the_server(tmp_path, small_model_dir):
     server = start_server(
         {

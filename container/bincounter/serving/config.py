@@ -158,7 +158,8 @@ class ServingConfig:
     )
     #: One deadline per request, from its body's first byte to the answer (then 503, or 408).
     timeout: int = field(default=60, metadata=knob(parameters.MODEL_SERVER_TIMEOUT, 1, 3600))
-    #: Longest a client may leave a request half-sent (no byte) before it is cut off.
+    #: Longest a client may leave a request half-sent (no byte), or a new connection silent,
+    #: before it is cut off.
     read_timeout: float = field(default=10.0, metadata=knob(parameters.READ_TIMEOUT, 0.1, 3600.0))
     #: SageMaker kills a container 30 s after SIGTERM: drain well inside that.
     graceful_timeout: int = field(default=20, metadata=knob(parameters.GRACEFUL_TIMEOUT, 1, 3600))

@@ -60,7 +60,7 @@ class DrainingWorker(IntakeWorker):
         waiting = [key.data.args[0] for key in self.poller.get_map().values()]
         if time.monotonic() - self.draining_since > SILENT_S:
             for conn in waiting:  # connected, but no request came: nothing to answer
-                self._forget(conn)
+                self.close_waiting(conn)
             waiting = []
         if not waiting and all(f.done() for f in self.futures):
             self.alive = False  # gunicorn's loop ends; it waits for nothing more
@@ -88,12 +88,3 @@ class DrainingWorker(IntakeWorker):
             self.pid,
             self.nr_conns,
         )
-
-    def _forget(self, conn: Any) -> None:
-        self.forget_intake(conn)
-        with self._lock:
-            self.poller.unregister(conn.sock)
-            if conn in self._keep:
-                self._keep.remove(conn)
-        self.nr_conns -= 1
-        conn.close()

@@ -33,10 +33,12 @@ from functools import partial
 from typing import Any
 
 from gunicorn.http.unreader import SocketUnreader
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import budget, parameters
 
+#: How often the loop looks for connections that never sent a byte (a scan of its poller).
+SILENT_CHECK_S = 0.5
 #: Headers longer than this go to gunicorn's parser as they are, which refuses them.
 MAX_HEAD_BYTES = 64 * 1024
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?:\r\n|$)", re.IGNORECASE)
@@ -107,10 +109,24 @@ class IntakeWorker(ThreadWorker):
         self.connection_limit = self.worker_connections
         self.worker_connections = sys.maxsize
         self.listening: dict[Any, Any] | None = None  # listener -> its address, while paused
+        self.silent_checked = 0.0
 
     def accept(self, server: Any, listener: Any) -> None:
-        """gunicorn's, pausing the listeners once ``connection_limit`` connections are held."""
-        super().accept(server, listener)
+        """gunicorn's, noting when the connection came (a client that never sends a byte is
+        closed after the read timeout), and pausing the listeners at ``connection_limit``."""
+        try:
+            sock, client = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        conn = TConn(self.cfg, sock, client, server)
+        conn.accepted_at = time.monotonic()
+        self.nr_conns += 1
+        with self._lock:
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
+            )
         if self.nr_conns >= self.connection_limit:
             self.pause_listeners()
 
@@ -213,22 +229,54 @@ class IntakeWorker(ThreadWorker):
         if self.listening is not None and self.nr_conns < self.connection_limit:
             self.resume_listeners()
         config = self._serving_config()
-        if config is None or not self.intake:
+        if config is None:
             return
-        cutoff = time.monotonic() - config.read_timeout
+        now = time.monotonic()
+        cutoff = now - config.read_timeout
         for conn, (buffered, last) in list(self.intake.items()):
             if last < cutoff:
                 if b"\r\n\r\n" in buffered:  # its headers were in: say why it is closed
                     _answer_408(conn.sock, config.read_timeout)
-                self.forget_intake(conn)
-                with self._lock:
-                    try:
-                        self.poller.unregister(conn.sock)
-                    except (KeyError, ValueError, OSError) as exc:
-                        if getattr(exc, "errno", None) not in (None, errno.EBADF):
-                            raise
-                self.nr_conns -= 1
-                conn.close()
+                self.close_waiting(conn)
+        if now - self.silent_checked >= SILENT_CHECK_S:
+            self.silent_checked = now
+            for conn in self.silent_since(cutoff):
+                self.close_waiting(conn)
+
+    def silent_since(self, cutoff: float) -> list[Any]:
+        """Connections that have not sent a byte since they were accepted before ``cutoff``.
+
+        gunicorn leaves such a connection in its poller for ever: ``worker_connections`` of
+        them, and the worker accepted nothing more.
+        """
+        silent = []
+        for key in list(self.poller.get_map().values()):
+            data = key.data
+            if not isinstance(data, partial) or data.func != self.on_client_socket_readable:
+                continue  # a listener
+            conn = data.args[0]
+            if (
+                not conn.initialized  # kept-alive ones time out by gunicorn's keepalive
+                and conn not in self.intake
+                and getattr(conn, "accepted_at", cutoff) < cutoff
+            ):
+                silent.append(conn)
+        return silent
+
+    def close_waiting(self, conn: Any) -> None:
+        """Close a connection waiting in the loop (not in a thread): arriving, silent or kept
+        alive."""
+        self.forget_intake(conn)
+        with self._lock:
+            try:
+                self.poller.unregister(conn.sock)
+            except (KeyError, ValueError, OSError) as exc:
+                if getattr(exc, "errno", None) not in (None, errno.EBADF):
+                    raise
+            if conn in self._keep:
+                self._keep.remove(conn)
+        self.nr_conns -= 1
+        conn.close()
 
     def forget_intake(self, conn: Any) -> None:
         """Drop what was buffered for ``conn`` (it is being closed)."""
