@@ -120,6 +120,14 @@ def main() -> None:
             for when, figures in splits[split].items()
         }
         result[split]["refit_temperature"] = calibration.fit_temperature(outputs, labels, head)
+        # The usual definition, for comparison: the most probable count's probability against
+        # its accuracy (the report above scores the count the endpoint returns, by its rule).
+        result[split]["top1_ece"] = {
+            when: calibration.scores(calibration.head_probabilities(outputs, head, temp), labels)[
+                "ece"
+            ]
+            for when, temp in (("before", 1.0), ("after", t))
+        }
         result[split]["verification"] = verification_figures(p, labels, card["verification"])
     reports.plot_reliability(splits, args.out / "audit_reliability.png")
     reports.plot_risk_coverage(splits, args.out / "audit_risk_coverage.png")
