@@ -324,10 +324,13 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
 
 
 def refused(server: Server) -> bool:
-    """Whether a new connection is refused: every process has closed the listening socket."""
+    """Whether a new connection is refused: every process has closed the listening socket.
+
+    A connect that races the listener's close is reset rather than refused (the kernel had
+    begun the handshake): not accepted either, so it counts as refused."""
     try:
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     return False
 
