@@ -37,8 +37,6 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import budget, parameters
 
-#: How often the loop looks for connections that never sent a byte (a scan of its poller).
-SILENT_CHECK_S = 0.5
 #: Headers longer than this go to gunicorn's parser as they are, which refuses them.
 MAX_HEAD_BYTES = 64 * 1024
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?:\r\n|$)", re.IGNORECASE)
@@ -98,7 +96,7 @@ class IntakeWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: connection -> (bytes so far, monotonic time of the last byte)
+        #: connection -> (bytes so far, monotonic time of the last byte, or of its accept)
         self.intake: dict[Any, tuple[bytearray, float]] = {}
         self.intake_bytes = 0
         # gunicorn stops polling altogether once it holds ``worker_connections``: then the
@@ -109,11 +107,11 @@ class IntakeWorker(ThreadWorker):
         self.connection_limit = self.worker_connections
         self.worker_connections = sys.maxsize
         self.listening: dict[Any, Any] | None = None  # listener -> its address, while paused
-        self.silent_checked = 0.0
 
     def accept(self, server: Any, listener: Any) -> None:
-        """gunicorn's, noting when the connection came (a client that never sends a byte is
-        closed after the read timeout), and pausing the listeners at ``connection_limit``."""
+        """gunicorn's, with the connection in the intake from the start (so one that never
+        sends a byte is closed after the read timeout, like one that stops mid-request), and
+        the listeners paused at ``connection_limit``."""
         try:
             sock, client = listener.accept()
         except OSError as exc:
@@ -121,7 +119,8 @@ class IntakeWorker(ThreadWorker):
                 raise
             return
         conn = TConn(self.cfg, sock, client, server)
-        conn.accepted_at = time.monotonic()
+        if self._serving_config() is not None:
+            self.intake[conn] = (bytearray(), time.monotonic())
         self.nr_conns += 1
         with self._lock:
             self.poller.register(
@@ -223,45 +222,20 @@ class IntakeWorker(ThreadWorker):
         return super().handle(conn)
 
     def murder_keepalived(self) -> None:
-        """gunicorn's once-per-turn step, plus: close connections stalled mid-request, and
-        accept again once below ``connection_limit``."""
+        """gunicorn's once-per-turn step, plus: close connections silent for the read timeout
+        (before their first byte or mid-request), and accept again below ``connection_limit``."""
         super().murder_keepalived()
         if self.listening is not None and self.nr_conns < self.connection_limit:
             self.resume_listeners()
         config = self._serving_config()
         if config is None:
             return
-        now = time.monotonic()
-        cutoff = now - config.read_timeout
+        cutoff = time.monotonic() - config.read_timeout
         for conn, (buffered, last) in list(self.intake.items()):
             if last < cutoff:
                 if b"\r\n\r\n" in buffered:  # its headers were in: say why it is closed
                     _answer_408(conn.sock, config.read_timeout)
                 self.close_waiting(conn)
-        if now - self.silent_checked >= SILENT_CHECK_S:
-            self.silent_checked = now
-            for conn in self.silent_since(cutoff):
-                self.close_waiting(conn)
-
-    def silent_since(self, cutoff: float) -> list[Any]:
-        """Connections that have not sent a byte since they were accepted before ``cutoff``.
-
-        gunicorn leaves such a connection in its poller for ever: ``worker_connections`` of
-        them, and the worker accepted nothing more.
-        """
-        silent = []
-        for key in list(self.poller.get_map().values()):
-            data = key.data
-            if not isinstance(data, partial) or data.func != self.on_client_socket_readable:
-                continue  # a listener
-            conn = data.args[0]
-            if (
-                not conn.initialized  # kept-alive ones time out by gunicorn's keepalive
-                and conn not in self.intake
-                and getattr(conn, "accepted_at", cutoff) < cutoff
-            ):
-                silent.append(conn)
-        return silent
 
     def close_waiting(self, conn: Any) -> None:
         """Close a connection waiting in the loop (not in a thread): arriving, silent or kept
