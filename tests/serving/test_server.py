@@ -350,12 +350,24 @@ def read_response(connection: socket.socket) -> http.client.HTTPResponse:
     return response
 
 
+def one_eager_worker(tmp_path: Path, model_dir: Path, **env: str) -> Server:
+    """The server with one worker on the eager engine (quick to start), ``env`` on top."""
+    return start_server(
+        {
+            "BINCOUNTER_MODEL_DIR": str(model_dir),
+            "BINCOUNTER_ENGINE": "eager",
+            "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+            **env,
+        },
+        tmp_path,
+    )
+
+
 def test_sigterm_answers_connections_accepted_before_it(tmp_path, small_model_dir):
     # Two clients connected before SIGTERM: one sent nothing yet, one is halfway through its
     # body. Both send the rest only once the server has stopped accepting new connections,
     # and both must be answered: the kernel accepted them for the server.
-    env = {"BINCOUNTER_MODEL_DIR": str(small_model_dir), "BINCOUNTER_ENGINE": "eager"}
-    server = start_server({**env, "SAGEMAKER_MODEL_SERVER_WORKERS": "1"}, tmp_path)
+    server = one_eager_worker(tmp_path, small_model_dir)
     silent = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     halfway = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     try:
@@ -382,15 +394,7 @@ def test_sigterm_answers_every_queued_request_past_the_connection_limit(tmp_path
     # gunicorn stops reading its connections once it holds ``worker_connections``; the drain
     # accepts everything the kernel queued, so with more queued than that it used to hold
     # requests it never read, then close them unanswered (seen with a burst of connects).
-    env = {"BINCOUNTER_MODEL_DIR": str(small_model_dir), "BINCOUNTER_ENGINE": "eager"}
-    server = start_server(
-        {
-            **env,
-            "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
-            "GUNICORN_CMD_ARGS": "--worker-connections 2",
-        },
-        tmp_path,
-    )
+    server = one_eager_worker(tmp_path, small_model_dir, GUNICORN_CMD_ARGS="--worker-connections 2")
     clients = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(6)]
     try:
         for i, client in enumerate(clients):
@@ -409,15 +413,11 @@ def test_sigterm_answers_every_queued_request_past_the_connection_limit(tmp_path
 def test_connections_that_never_send_cannot_hold_every_slot(tmp_path, small_model_dir):
     # gunicorn keeps a connection that never sends a byte for ever: ``worker_connections`` of
     # them and the worker accepted nothing more. They are closed after the read timeout.
-    env = {"BINCOUNTER_MODEL_DIR": str(small_model_dir), "BINCOUNTER_ENGINE": "eager"}
-    server = start_server(
-        {
-            **env,
-            "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
-            "BINCOUNTER_READ_TIMEOUT": "1",
-            "GUNICORN_CMD_ARGS": "--worker-connections 3",
-        },
+    server = one_eager_worker(
         tmp_path,
+        small_model_dir,
+        BINCOUNTER_READ_TIMEOUT="1",
+        GUNICORN_CMD_ARGS="--worker-connections 3",
     )
     silent = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(3)]
     late = socket.create_connection(("127.0.0.1", server.port), timeout=60)
