@@ -58,9 +58,7 @@ def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
 def verification_figures(p: np.ndarray, labels: np.ndarray, section: dict) -> dict:
     """AUROC (all wrong counts; off by two or more) and flag figures per mismatch rate."""
     out: dict[str, object] = {}
-    match, wrong, weights = verification.simulated_records(
-        p, labels, section["train_prior"], section["mismatch_rate"]
-    )
+    match, wrong, weights = verification.simulated_records(p, labels, section["mismatch_rate"])
     n = len(labels)
     expected = np.tile(np.arange(p.shape[1]), n)
     off = np.abs(expected - np.repeat(labels, p.shape[1]))
@@ -69,7 +67,7 @@ def verification_figures(p: np.ndarray, labels: np.ndarray, section: dict) -> di
     far = (off >= 2) | ~wrong
     out["auroc_off_by_two_or_more"] = weighted_auroc(score[far], wrong[far], weights[far])
     for rate in MISMATCH_RATES:
-        m, w_wrong, w = verification.simulated_records(p, labels, section["train_prior"], rate)
+        m, w_wrong, w = verification.simulated_records(p, labels, rate)
         out[f"mismatch_rate_{rate:g}"] = verification.flag_figures(
             m, w_wrong, w, section["thresholds"]["mismatch"], rate
         )
@@ -94,13 +92,14 @@ def main() -> None:
     ctx = DistContext()
     precision = resolve(hp, ctx.device)
     model = model_to_device(model, precision, ctx)
-    head, rule, t = card["head"], card["decision"], card["calibration"]["temperature"]
+    head, rule, section = card["head"], card["decision"], card["calibration"]
     result: dict[str, object] = {
         "model": str(args.model),
         "weights_sha256": card["weights_sha256"],
         "cpu": machine(),
         "torch": torch.__version__,
-        "temperature": t,
+        "temperature": section["temperature"],
+        "bias": section.get("bias"),
         "thresholds": card["verification"]["thresholds"],
         "confidence_thresholds": card["calibration"]["confidence_thresholds"],
     }
@@ -113,21 +112,20 @@ def main() -> None:
         outputs, labels = collect_outputs(
             model, samples, hp, ctx, workers=args.workers, precision=precision
         )
-        splits[split] = split_report(outputs, labels, head, t, rule)
-        p = calibration.head_probabilities(outputs, head, t)
+        p_net = calibration.head_probabilities(outputs, head)
+        splits[split] = split_report(p_net, labels, section, rule)
         result[split] = {
             when: {k: v for k, v in figures.items() if k not in ("curve", "reliability")}
             for when, figures in splits[split].items()
         }
-        result[split]["refit_temperature"] = calibration.fit_temperature(outputs, labels, head)
+        result[split]["refit"] = calibration.fit(p_net, labels)
         # The usual definition, for comparison: the most probable count's probability against
         # its accuracy (the report above scores the count the endpoint returns, by its rule).
         result[split]["top1_ece"] = {
-            when: calibration.scores(calibration.head_probabilities(outputs, head, temp), labels)[
-                "ece"
-            ]
-            for when, temp in (("before", 1.0), ("after", t))
+            when: calibration.scores(p_net, labels, applied)["ece"]
+            for when, applied in (("before", None), ("after", section))
         }
+        p = calibration.calibrated(p_net, section)
         result[split]["verification"] = verification_figures(p, labels, card["verification"])
     reports.plot_reliability(splits, args.out / "audit_reliability.png")
     reports.plot_risk_coverage(splits, args.out / "audit_risk_coverage.png")

@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "container"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bincounter.calibration import temperature_of  # noqa: E402
 from bincounter.model import load_model  # noqa: E402
 from bincounter.training.channels import FolderChannel  # noqa: E402
 from bincounter.training.data import discover_channel  # noqa: E402
@@ -61,9 +60,9 @@ def main() -> None:
         build_channel(channel, split, None, "folders")
     samples = FolderChannel(split, discover_channel(split, channel))
     rule = card["decision"]
-    workers, temperature = 1, temperature_of(card.get("calibration"))
-    _, plain = evaluate(model, samples, hp, ctx, workers, precision, 1, temperature)
-    _, tta = evaluate(model, samples, hp, ctx, workers, precision, 8, temperature)
+    workers = 1
+    _, plain = evaluate(model, samples, hp, ctx, workers, precision, 1)
+    _, tta = evaluate(model, samples, hp, ctx, workers, precision, 8)
     result = {
         "model": str(args.model),
         "weights_sha256": card["weights_sha256"],

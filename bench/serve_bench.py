@@ -51,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bincounter.calibration import calibrated_probabilities
+from bincounter.calibration import head_probabilities
 from bincounter.decision import decide
 from bincounter.imaging import load_and_preprocess, load_image, preprocess, preprocess_array
 from bincounter.model import build_model, load_model, save_model
@@ -239,16 +239,12 @@ def test_split_agreement(
         torch.stack([load_and_preprocess(b, size) for b in bodies[i : i + 8]])
         for i in range(0, len(bodies), 8)
     ]
-    # The endpoint's probabilities: the card's calibration (temperature) applied to the eager
-    # network's outputs, then the head's mapping; the rule counts on those.
+    # The network's probabilities, as the engines' ``predict_batch`` gives them: the head's
+    # mapping of the eager outputs; the rule counts on those (the card's calibration changes
+    # only the confidence answered, never the count).
     with torch.inference_mode():
         eager = np.concatenate(
-            [
-                calibrated_probabilities(
-                    model(batch).numpy(), card["head"], card.get("calibration")
-                )
-                for batch in batches
-            ]
+            [head_probabilities(model(batch).numpy(), card["head"]) for batch in batches]
         )
     truth = np.array([c for _, c in rows])
     eager_count = decide(eager, rule) + 1

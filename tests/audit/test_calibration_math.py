@@ -26,17 +26,58 @@ def test_numpy_probabilities_agree_with_torch(head: str) -> None:
     np.testing.assert_allclose(ours.sum(1), 1.0, atol=1e-12)
 
 
-@pytest.mark.parametrize("head,true_t", [("softmax", 2.5), ("softmax", 0.5), ("coral", 2.0)])
-def test_temperature_recovers_a_known_temperature(head: str, true_t: float) -> None:
+@pytest.mark.parametrize("true_t", [2.5, 0.5])
+def test_fit_recovers_a_known_temperature_and_biases(true_t: float) -> None:
     rng = np.random.default_rng(1)
-    k = 5 if head == "softmax" else 4
-    z = rng.normal(0, 2, (20000, k))
-    if head == "coral":
-        z = np.sort(z, axis=1)[:, ::-1] + np.linspace(2, -2, 4)
-    labels = sample_labels(calibration.head_probabilities(z, head), rng)
-    # The network's outputs are the true logits scaled by T: dividing by T calibrates them.
-    fitted = calibration.fit_temperature(z * true_t, labels, head)
-    assert fitted == pytest.approx(true_t, rel=0.05)
+    z = rng.normal(0, 2, (20000, 5))
+    labels = sample_labels(calibration.head_probabilities(z, "softmax"), rng)
+    # The network's logits are the true ones less a bias per count, scaled by T: dividing by T
+    # and adding the biases back calibrates them (biases are defined up to a constant).
+    true_bias = np.array([0.8, 0.0, -0.5, 0.2, -0.5])
+    network = calibration.head_probabilities((z - true_bias) * true_t, "softmax")
+    fitted = calibration.fit(network, labels)
+    assert fitted["temperature"] == pytest.approx(true_t, rel=0.05)
+    bias = np.array(fitted["bias"])
+    np.testing.assert_allclose(bias - bias.mean(), true_bias - true_bias.mean(), atol=0.08)
+    served = calibration.calibrated(network, {"temperature": fitted["temperature"], **fitted})
+    assert calibration.nll(served, labels) < calibration.nll(network, labels) - 0.01
+
+
+def test_fit_on_the_coral_heads_probabilities_with_exact_zeros_stays_finite() -> None:
+    rng = np.random.default_rng(5)
+    cumulative = np.sort(rng.normal(0, 2, (3000, 4)), axis=1)[:, ::-1] + np.linspace(2, -2, 4)
+    # an over-confident network whose cumulative outputs are not always in order
+    p = calibration.head_probabilities(cumulative * 3 + rng.normal(0, 2, (3000, 4)), "coral")
+    assert (p == 0).any()  # clipped differences: what a log must survive
+    labels = sample_labels(calibration.head_probabilities(cumulative, "coral"), rng)
+    fitted = calibration.fit(p, labels)
+    assert 1.0 < fitted["temperature"] < 20 and np.isfinite(fitted["bias"]).all()
+    assert calibration.nll(calibration.calibrated(p, fitted), labels) < calibration.nll(p, labels)
+
+
+def test_a_count_the_validation_split_lacks_gets_a_bounded_bias() -> None:
+    """The biases' prior keeps a missing count answerable (no -inf bias from a small split)."""
+    rng = np.random.default_rng(6)
+    p = calibration.head_probabilities(rng.normal(0, 1, (40, 5)), "softmax")
+    labels = rng.integers(0, 4, 40)  # never count 5
+    fitted = calibration.fit(p, labels)
+    assert -5 < fitted["bias"][4] < 0
+    assert calibration.calibrated(p, fitted)[:, 4].min() > 1e-4
+
+
+def test_calibration_changes_the_confidence_never_the_count() -> None:
+    p = np.array([[0.05, 0.15, 0.35, 0.35, 0.10], [0.40, 0.30, 0.20, 0.05, 0.05]])
+    section = {"temperature": 1.5, "bias": [0.0, 0.0, 0.0, 0.0, 2.0]}
+    for rule in ("argmax", "expected", "median"):
+        served, chosen = calibration.served(p, section, rule)
+        np.testing.assert_array_equal(chosen, calibration.decide(p, rule))
+        # ...although the same rule on the calibrated probabilities would answer otherwise
+        assert rule == "argmax" or (calibration.decide(served, rule) != chosen).any()
+        np.testing.assert_allclose(served.sum(1), 1.0)
+    confidence, _ = calibration.confidence_and_correct(p, [2, 0], section, "argmax")
+    np.testing.assert_allclose(confidence, served[[0, 1], [2, 0]])
+    # a card without calibration answers the network's probabilities as they are
+    np.testing.assert_allclose(calibration.calibrated(p, None), p)
 
 
 def test_ece_of_calibrated_data_is_near_zero_and_of_overconfident_data_is_not() -> None:
@@ -48,6 +89,19 @@ def test_ece_of_calibrated_data_is_near_zero_and_of_overconfident_data_is_not() 
     sharp = calibration.head_probabilities(np.log(p) * 3, "softmax")
     conf, correct = calibration.confidence_and_correct(sharp, labels)
     assert calibration.expected_calibration_error(conf, correct) > 0.1
+
+
+def test_the_ece_noise_floor_is_what_calibrated_data_shows_by_chance() -> None:
+    rng = np.random.default_rng(8)
+    confidence = rng.uniform(0.2, 0.6, 730)
+    draws = [
+        calibration.expected_calibration_error(confidence, rng.random(730) < confidence)
+        for _ in range(400)
+    ]
+    floor = calibration.ece_noise_floor(confidence)
+    assert floor == pytest.approx(np.mean(draws), rel=0.1)
+    assert 0.015 < floor < 0.05  # 730 photos: a 0.02 target sits below the noise
+    assert calibration.ece_noise_floor(rng.uniform(0.2, 0.6, 40000), draws=50) < 0.005
 
 
 def test_scores_nll_brier_and_coverage() -> None:
@@ -80,20 +134,32 @@ def test_confidence_thresholds_keep_the_promised_accuracy() -> None:
     assert set(none.values()) == {None}
 
 
-def test_match_probability_combines_likelihood_and_prior() -> None:
-    prior = [0.4, 0.3, 0.15, 0.1, 0.05]
-    # the network says exactly the train prior: the photo carries no evidence
-    m = verification.match_probabilities([prior], [3], 0.1, prior)
+def test_match_probability_combines_the_photo_and_the_mismatch_rate() -> None:
+    # a photo that gives the record's count one chance in five carries no evidence: the prior
+    m = verification.match_probabilities([[0.2, 0.2, 0.2, 0.2, 0.2]], [3], 0.1)
     assert m[0] == pytest.approx(0.9)
     # evidence for 3 items, records say 3; a lower mismatch rate raises the match probability
     p = np.array([[0.1, 0.2, 0.5, 0.15, 0.05]])
-    likelihood = p[0] / prior
-    expected = (
-        0.9 * likelihood[2] / (0.9 * likelihood[2] + 0.025 * (likelihood.sum() - likelihood[2]))
-    )
-    assert verification.match_probabilities(p, [3], 0.1, prior)[0] == pytest.approx(expected)
-    assert verification.match_probabilities(p, [3], 0.01, prior)[0] > expected
-    assert verification.match_probabilities(p, [5], 0.1, prior)[0] < 0.9
+    expected = 0.9 * 0.5 / (0.9 * 0.5 + 0.1 / 4 * 0.5)
+    assert verification.match_probabilities(p, [3], 0.1)[0] == pytest.approx(expected)
+    assert verification.match_probabilities(p, [3], 0.01)[0] > expected
+    assert verification.match_probabilities(p, [5], 0.1)[0] < 0.9
+
+
+def test_match_probability_is_calibrated_when_records_go_wrong_as_modelled() -> None:
+    """Records drawn as the module says (right with 1 - r, else one of the other four at random)
+    for photos whose probabilities are calibrated: of the records given match probability m,
+    a share m is right."""
+    rng = np.random.default_rng(7)
+    p = calibration.head_probabilities(rng.normal(0, 1.5, (60000, 5)), "softmax")
+    truth = sample_labels(p, rng)
+    wrong = rng.random(len(truth)) < 0.3
+    record = np.where(wrong, (truth + rng.integers(1, 5, len(truth))) % 5, truth)
+    m = verification.match_probabilities(p, record + 1, 0.3)
+    rows = calibration.reliability(m, ~wrong, bins=10)
+    for row in rows:
+        if row["n"] > 1000:
+            assert row["accuracy"] == pytest.approx(row["confidence"], abs=0.02)
 
 
 def test_verdicts_and_thresholds_chosen_on_validation() -> None:
@@ -102,7 +168,7 @@ def test_verdicts_and_thresholds_chosen_on_validation() -> None:
     logits = rng.normal(0, 1.2, (4000, 5)) + np.log(prior)
     p = calibration.head_probabilities(logits, "softmax")
     labels = sample_labels(p, rng)
-    section = verification.choose_thresholds(p, labels, prior, 0.1)
+    section = verification.choose_thresholds(p, labels, 0.1)
     t = section["thresholds"]
     assert 0 < t["mismatch"] < t["match"] <= 1
     assert section["target_met"]["mismatch"]

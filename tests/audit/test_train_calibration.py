@@ -20,11 +20,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_the_card_and_output_of_a_real_run_carry_the_calibration(trained_model_dir: Path) -> None:
     card = json.loads((trained_model_dir / "model_card.json").read_text())
     section, checks = card["calibration"], card["verification"]
-    assert section["method"] == "temperature" and section["fitted_on"] == "validation"
+    assert section["method"] == "temperature_bias" and section["fitted_on"] == "validation"
     assert 0.05 < section["temperature"] < 20.1 and section["head"] == card["head"]
+    assert len(section["bias"]) == 5 and np.isfinite(section["bias"]).all()
     assert set(section["confidence_thresholds"]) == {f"{a:g}" for a in calibration.ACCURACY_LEVELS}
     assert 0 <= checks["thresholds"]["mismatch"] < checks["thresholds"]["match"]
-    assert len(checks["train_prior"]) == 5 and np.isclose(sum(checks["train_prior"]), 1)
+    assert checks["mismatch_rate"] == 0.1
     out = trained_model_dir.parent / "output" / "data"
     for name in ("reliability.png", "risk_coverage.png"):
         assert (out / name).read_bytes()[:8] == PNG
@@ -40,9 +41,9 @@ def test_the_card_and_output_of_a_real_run_carry_the_calibration(trained_model_d
     assert report["calibration"] == section
 
 
-def test_the_rule_and_figures_are_those_of_the_calibrated_counts(trained_model_dir: Path) -> None:
-    """The server applies the temperature before the rule, so the card's rule is chosen on the
-    calibrated validation figures, and its validation and test figures are those counts'."""
+def test_the_rule_and_figures_are_those_of_the_returned_counts(trained_model_dir: Path) -> None:
+    """Calibration changes an answer's confidence, never its count: the card's rule, chosen on
+    validation, gives the same counts before and after, and the card's figures are theirs."""
     card = json.loads((trained_model_dir / "model_card.json").read_text())
     final, rule = card["metrics"], card["decision"]
     assert card["hyperparameters"]["decision"] == "auto"
@@ -51,6 +52,7 @@ def test_the_rule_and_figures_are_those_of_the_calibrated_counts(trained_model_d
     out = trained_model_dir.parent / "output" / "data"
     report = json.loads((out / "calibration.json").read_text())["splits"]
     for split in ("validation", "test"):
-        after = report[split]["after"]
+        before, after = report[split]["before"], report[split]["after"]
+        assert before["accuracy"] == after["accuracy"]
         assert final[split]["n"] == after["n"]
         assert final[split]["accuracy"] == pytest.approx(after["accuracy"], abs=1e-9)

@@ -56,14 +56,18 @@ def assert_alive(server: Server) -> None:
     assert server.live_worker_pids() == sorted(server.worker_pids()), server.log()[-3000:]
 
 
-def in_process_probabilities(model_dir: Path, photos: list[bytes]) -> np.ndarray:
-    """What the trained model says in-process: eager PyTorch, the training preprocessing, the
-    card's calibration temperature."""
+def in_process_probabilities(model_dir: Path, photos: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """What the trained model says in-process: eager PyTorch, the training preprocessing; the
+    network's probabilities (the rule's counts come from them) and the card's calibration of
+    them (logits over the temperature, plus the biases: the probabilities answered)."""
     model, card = load_model(model_dir)
     batch = torch.stack([load_and_preprocess(p, card["image_size"]) for p in photos])
     temperature = card["calibration"]["temperature"]
+    bias = torch.tensor(card["calibration"]["bias"], dtype=torch.float64)
     with torch.inference_mode():
-        return torch.softmax(model(batch).double() / temperature, dim=1).numpy()
+        logits = model(batch).double()
+    raw = torch.softmax(logits, dim=1).numpy()
+    return raw, torch.softmax(logits / temperature + bias, dim=1).numpy()
 
 
 def test_ping_and_execution_parameters(trained_server, trained_model_dir):
@@ -88,14 +92,17 @@ def test_real_photos_answer_as_the_trained_model_does(trained_server, trained_mo
     photos = [p.read_bytes() for p in paths]
     sizes = {Image.open(io.BytesIO(p)).size for p in photos}
     assert len(sizes) > 20 and max(w for w, _ in sizes) > 600  # native sizes, not 224 px copies
-    expected = in_process_probabilities(trained_model_dir, photos)
+    raw, expected = in_process_probabilities(trained_model_dir, photos)
     card = json.loads((trained_model_dir / CARD_FILE).read_text())
-    for photo, probs in zip(photos, expected, strict=True):
+    for photo, network, probs in zip(photos, raw, expected, strict=True):
         answer = post(trained_server, photo)
         assert answer.status_code == 200, answer.text
         got = answer.json()
         check_prediction(got, card["weights_sha256"][:12])  # the full response schema
-        assert got["count"] == int(decide(probs, card["decision"])[0]) + 1  # the card's rule
+        # the card's rule on the network's probabilities; the calibrated one's confidence
+        count = int(decide(network, card["decision"])[0]) + 1
+        assert got["count"] == count
+        assert got["confidence"] == pytest.approx(probs[count - 1], abs=1e-4)
         np.testing.assert_allclose(list(got["probabilities"].values()), probs, atol=1e-4)
         assert abs(sum(got["probabilities"].values()) - 1) < 1e-9
         assert got["model_version"] == card["weights_sha256"][:12]
@@ -104,7 +111,7 @@ def test_real_photos_answer_as_the_trained_model_does(trained_server, trained_mo
     assert batch.status_code == 200, batch.text
     predictions = batch.json()["predictions"]
     assert [p["count"] for p in predictions] == [
-        int(i) + 1 for i in decide(expected[:4], card["decision"])
+        int(i) + 1 for i in decide(raw[:4], card["decision"])
     ]
     for got, probs in zip(predictions, expected[:4], strict=True):
         check_prediction(got, card["weights_sha256"][:12])

@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from flask import Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import CLASSES
-from ..decision import decide
+from ..calibration import served as calibrated_answer
 from ..errors import InvocationError
 from ..imaging import MAX_PIXELS, ImageError, ImageTooLarge, load_image, preprocess_array
 from . import budget, parameters
@@ -223,15 +223,23 @@ def decode_photos(
 
 
 def probabilities_to_prediction(
-    probabilities: Sequence[float], version: str, decision: str = "argmax"
+    probabilities: Sequence[float],
+    version: str,
+    decision: str = "argmax",
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One photo's answer: the JSON object ``/invocations`` returns for it.
+    """One photo's answer, from the network's probabilities: the JSON object ``/invocations``
+    returns for it.
 
-    ``count`` follows the model card's ``decision`` rule (``bincounter.counting.decide``), the
-    one chosen on validation; ``confidence`` is the probability of that count.
+    ``count`` follows the model card's ``decision`` rule, chosen on validation, applied to the
+    network's probabilities; ``probabilities`` are the card's ``calibration`` of them, and
+    ``confidence`` is the calibrated probability of that count (``calibration.served``).
     """
-    probs = [float(p) for p in probabilities]
-    best = int(decide(np.asarray([probs]), decision)[0])
+    served, chosen = calibrated_answer(
+        np.asarray([probabilities], dtype=np.float64), calibration, decision
+    )
+    probs = [float(p) for p in served[0]]
+    best = int(chosen[0])
     return {
         "count": int(CLASSES[best]),
         "probabilities": {str(c): p for c, p in zip(CLASSES, probs, strict=True)},

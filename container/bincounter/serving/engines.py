@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import openvino_ir
-from ..calibration import calibrated_probabilities
+from ..calibration import head_probabilities
 from ..decision import decide
 from .config import gpu_present
 
@@ -400,8 +400,8 @@ def build_engine(
     head, rule = card.get("head", "softmax"), card.get("decision", "argmax")
 
     def answers(outputs: np.ndarray) -> np.ndarray:
-        """The counts served: the card's calibration, then its rule (as ``Predictor``)."""
-        return decide(calibrated_probabilities(outputs, head, card.get("calibration")), rule)
+        """The counts served: the card's rule on the head's probabilities (as the server)."""
+        return decide(head_probabilities(outputs, head), rule)
 
     for (name, prec), (next_name, next_prec) in itertools.pairwise(plan):
         what = served_name(name, prec)

@@ -118,12 +118,12 @@ def instance_options(
 
 
 def annotate(
-    prediction: dict[str, Any],
-    probabilities: np.ndarray,
-    options: PhotoOptions,
-    card: Mapping[str, Any],
+    prediction: dict[str, Any], options: PhotoOptions, card: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """A photo's answer with what its options asked for (unchanged when it asked nothing)."""
+    """A photo's answer with what its options asked for (unchanged when it asked nothing).
+
+    Verdicts use the answer's own (calibrated) probabilities.
+    """
     if options.min_accuracy is not None:
         thresholds = card["calibration"]["confidence_thresholds"]
         threshold = calibration.threshold_for(options.min_accuracy, thresholds)
@@ -133,7 +133,7 @@ def annotate(
             prediction["count"] = None
     if options.expected_quantity is not None:
         match, verdicts = verification.verify(
-            probabilities[None, :],
+            np.array([list(prediction["probabilities"].values())], dtype=np.float64),
             [options.expected_quantity],
             card["verification"],
             options.mismatch_rate,
@@ -153,9 +153,11 @@ def answer(
     version: str,
     batch: bool,
 ) -> Response:
-    """``codec.predictions_response`` with each photo's options applied."""
+    """Each photo's answer from the network's ``probabilities`` (the card's rule and
+    calibration, ``codec.probabilities_to_prediction``), with its options applied."""
+    rule, section = str(card["decision"]), card.get("calibration")
     predictions = [
-        annotate(codec.probabilities_to_prediction(p, version, str(card["decision"])), p, o, card)
+        annotate(codec.probabilities_to_prediction(p, version, rule, section), o, card)
         for p, o in zip(probabilities, options, strict=True)
     ]
     if batch:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration import calibrated_probabilities
+from ..calibration import head_probabilities
 from ..card import verify_model_files
 from ..decision import TTA_CHOICES
 from ..errors import ModelLoadError
@@ -184,11 +184,12 @@ class Predictor:
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """``uint8 [N, 3, S, S]`` -> probabilities ``float64 [N, 5]`` (rows sum to 1).
 
-        No TTA here: this is one pass of the engine, converted by the card's head after the
-        card's calibration: the one place every engine and precision goes through.
+        No TTA here: this is one pass of the engine, converted by the card's head: the one place
+        every engine and precision goes through. These are the network's own probabilities; the
+        answer calibrates them (``calibration.served``, called by ``codec``).
         """
         outputs = self._engine(np.asarray(batch))
-        return calibrated_probabilities(outputs, self.info.head, self.info.card.get("calibration"))
+        return head_probabilities(outputs, self.info.head)
 
     def predict_pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """``uint8 [S, S, 3]`` arrays (``codec.decode_photos``) -> probabilities ``[N, 5]``.

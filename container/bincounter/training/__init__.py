@@ -20,8 +20,8 @@ read top to bottom like torchvision's reference ``train.py``. What the loop comp
 * ``state`` and ``checkpoint``: what a restarted job resumes from, and how it is stored;
 * ``running_sums``: an epoch's running sums and their exact reduction over ranks;
 * ``metrics`` and ``reports``: the per-epoch metric line SageMaker parses, evaluation, plots;
-* ``calibrate``: after the best epoch, the temperature, confidence and verdict thresholds
-  fitted on validation, with before/after reports;
+* ``calibrate``: after the best epoch, the temperature and biases, confidence and verdict
+  thresholds fitted on validation, with before/after reports;
 * ``scoring``: the pipeline's evaluate step (training's ``evaluate`` on test -> evaluation.json);
 * ``openvino_export``: at the end, the model's OpenVINO IR, check photos and int8 form for the server.
 """

@@ -1,11 +1,10 @@
 """The training job's calibration step: fit on validation, report before/after, fill the card.
 
 Called from ``train.calibrate_selected`` on every rank after the best epoch's weights are
-restored (it reads the channels, which is collective), in two parts. ``fit_on_validation`` runs
-the model over validation keeping the raw head outputs and fits the temperature; training then
-chooses the decision rule on the calibrated validation probabilities (the ones the server
-answers with). ``calibrate`` fits the confidence thresholds under that rule
-(``bincounter.calibration``) and the verdict thresholds on the calibrated validation
+restored and its decision rule is chosen (it reads the channels, which is collective), in two
+parts. ``fit_on_validation`` runs the model over validation keeping the network's probabilities
+and fits the temperature and biases. ``calibrate`` fits the confidence thresholds under the
+rule (``bincounter.calibration``) and the verdict thresholds on the calibrated validation
 probabilities (``bincounter.verification``), and on rank 0 writes ``calibration.json``,
 ``reliability.png`` and ``risk_coverage.png`` to the output folder. The returned sections go
 into the model card, which is how the server learns them. Test is reported, never fitted on.
@@ -28,7 +27,6 @@ from ..files import atomic_write_json
 from ..model import unwrap
 from . import reports
 from .channels import Channel, make_reader
-from .data import class_counts
 from .distributed import DistContext
 from .hyperparameters import HyperParameters
 from .precision import Precision, autocast, to_device
@@ -77,14 +75,14 @@ def collect_outputs(
 
 
 def split_report(
-    outputs: np.ndarray, labels: np.ndarray, head: str, temperature: float, decision: str
+    p: np.ndarray, labels: np.ndarray, section: dict[str, Any], rule: str
 ) -> dict[str, Any]:
-    """Scores before (T = 1) and after calibration, and the two risk-coverage curves."""
+    """Scores of the network's probabilities ``p`` as they are and calibrated by ``section``
+    (the same counts, the rule's; their confidences differ), and the risk-coverage curves."""
     out: dict[str, Any] = {}
-    for name, t in (("before", 1.0), ("after", temperature)):
-        p = calibration.head_probabilities(outputs, head, t)
-        figures = calibration.scores(p, labels, decision)
-        confidence, correct = calibration.confidence_and_correct(p, labels, decision)
+    for name, applied in (("before", None), ("after", section)):
+        figures = calibration.scores(p, labels, applied, rule)
+        confidence, correct = calibration.confidence_and_correct(p, labels, applied, rule)
         figures["reliability"] = calibration.reliability(confidence, correct)
         coverage, accuracy = calibration.risk_coverage(confidence, correct)
         figures["curve"] = {"coverage": coverage.tolist(), "accuracy": accuracy.tolist()}
@@ -94,13 +92,13 @@ def split_report(
 
 @dataclass(frozen=True)
 class ValidationFit:
-    """The validation split's raw head outputs and true class indices, and the temperature
-    fitted on them (``calibrate`` reuses the outputs rather than reading the split again)."""
+    """The network's validation probabilities, the true class indices, and the temperature and
+    biases fitted on them (``calibrate`` reuses the probabilities rather than reading again)."""
 
-    outputs: np.ndarray
+    probabilities: np.ndarray
     labels: np.ndarray
     head: str
-    temperature: float
+    parameters: dict[str, Any]
 
 
 def fit_on_validation(
@@ -113,11 +111,12 @@ def fit_on_validation(
     precision: Precision,
     head: str,
 ) -> ValidationFit:
-    """The temperature that minimises the validation NLL (on every rank)."""
+    """The temperature and biases that minimise the validation NLL (on every rank)."""
     outputs, labels = collect_outputs(
         model, channels["validation"], hp, ctx, workers=workers, precision=precision
     )
-    return ValidationFit(outputs, labels, head, calibration.fit_temperature(outputs, labels, head))
+    p = calibration.head_probabilities(outputs, head)
+    return ValidationFit(p, labels, head, calibration.fit(p, labels))
 
 
 def calibrate(
@@ -133,24 +132,17 @@ def calibrate(
     out_dir: Path,
 ) -> dict[str, Any]:
     """Thresholds and reports; the card's ``calibration`` and ``verification`` sections (on
-    every rank), for the served ``decision`` rule.
-
-    The reports are written by rank 0 only. The train split's class mix is what the network's
-    probabilities assume, so it is stored for verification to divide out.
-    """
-    head, temperature = fitted.head, fitted.temperature
-    section = calibration.section(fitted.outputs, fitted.labels, head, temperature, decision)
-    p_val = calibration.head_probabilities(fitted.outputs, head, temperature)
-    train_prior = calibration.class_prior(class_counts(channels["train"]))
-    checks = verification.choose_thresholds(p_val, fitted.labels, train_prior)
-    splits = {
-        "validation": split_report(fitted.outputs, fitted.labels, head, temperature, decision)
-    }
+    every rank), for the served ``decision`` rule. The reports are written by rank 0 only."""
+    p_val, labels = fitted.probabilities, fitted.labels
+    section = calibration.card_section(p_val, labels, fitted.parameters, fitted.head, decision)
+    checks = verification.choose_thresholds(calibration.calibrated(p_val, section), labels)
+    splits = {"validation": split_report(p_val, labels, section, decision)}
     if "test" in channels:
         test_outputs, test_labels = collect_outputs(
             model, channels["test"], hp, ctx, workers=workers, precision=precision
         )
-        splits["test"] = split_report(test_outputs, test_labels, head, temperature, decision)
+        p_test = calibration.head_probabilities(test_outputs, fitted.head)
+        splits["test"] = split_report(p_test, test_labels, section, decision)
     if ctx.is_master:
         write_reports(out_dir, section, checks, splits)
     return {"calibration": section, "verification": checks}
@@ -182,12 +174,14 @@ def write_reports(
     for split, report in summary.items():
         before, after = report["before"], report["after"]
         log.info(
-            "%s calibration (T=%.3f): ECE %.4f -> %.4f, NLL %.4f -> %.4f, Brier %.4f -> %.4f; "
+            "%s calibration (T=%.3f, biases %s): ECE %.4f -> %.4f (%.4f by chance alone), NLL %.4f -> %.4f, Brier %.4f -> %.4f; "
             "accuracy of the most confident 10/20/30/50/100%%: %s",
             split,
             section["temperature"],
+            " ".join(f"{b:+.2f}" for b in section["bias"]),
             before["ece"],
             after["ece"],
+            after["ece_noise_floor"],
             before["nll"],
             after["nll"],
             before["brier"],

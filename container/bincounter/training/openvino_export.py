@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .. import logs, openvino_ir
-from ..calibration import calibrated_probabilities
+from ..calibration import head_probabilities
 from ..decision import decide
 from ..files import atomic_write_json
 from ..imaging import load_and_preprocess
@@ -97,8 +97,8 @@ def evaluate_compiled(
 ) -> dict[str, Any]:
     """Accuracy and RMSE (in items) of a compiled OpenVINO model on ``samples``.
 
-    Scored on the count the endpoint would return: the card's calibration and head turn
-    outputs into probabilities and its decision rule picks the count, as the server does.
+    Scored on the count the endpoint would return: the card's head turns outputs into
+    probabilities and its decision rule picks the count, as the server does.
     """
     request = compiled.create_infer_request()
     predicted: list[np.ndarray] = []
@@ -106,7 +106,7 @@ def evaluate_compiled(
         batch = pixels(samples[start : start + EVAL_BATCH], image_size)
         request.infer({0: batch}, share_inputs=True)
         outputs = request.get_output_tensor(0).data.astype(np.float64)
-        p = calibrated_probabilities(outputs, card["head"], card.get("calibration"))
+        p = head_probabilities(outputs, card["head"])
         predicted.append(decide(p, card["decision"]))
     guess = np.concatenate(predicted)
     truth = np.array([s.label for s in samples])

@@ -80,8 +80,7 @@ def int8_agreement(card: dict[str, Any]) -> float | None:
 
 def score_model(model_dir: Path, test_dir: Path, workers: int = 1) -> dict[str, Any]:
     """``evaluation.json``'s content: training's ``evaluate`` on ``test_dir`` under the card's
-    calibration and decision rule (the counts the endpoint returns), plus the card's identity."""
-    from ..calibration import temperature_of
+    decision rule (the counts the endpoint returns), plus the card's identity."""
     from ..model import load_model
     from .channels import load_channel
     from .distributed import DistContext
@@ -96,8 +95,7 @@ def score_model(model_dir: Path, test_dir: Path, workers: int = 1) -> dict[str, 
     model = model_to_device(model, precision, ctx)
     samples = load_channel("test", test_dir, _single_host(), hp, workers)
     rule = card["decision"]
-    temperature = temperature_of(card.get("calibration"))
-    loss, by_rule = evaluate(model, samples, hp, ctx, workers, precision, temperature=temperature)
+    loss, by_rule = evaluate(model, samples, hp, ctx, workers, precision)
     summary = by_rule[rule]
     return {
         "split": "test",

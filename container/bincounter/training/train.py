@@ -186,15 +186,14 @@ def evaluate(
     workers: int,
     precision: Precision,
     tta: int = 1,
-    temperature: float = 1.0,
 ) -> tuple[float, dict[str, dict[str, Any]]]:
     """Loss and, per decision rule, count metrics over a whole channel, reduced exactly.
 
     Each rank takes a slice. The loss is the negative log-likelihood of the true count under
     the model's five probabilities (fp32, comparable across heads). ``tta=8`` averages the
-    probabilities of the eight flips and quarter turns of each photo. ``temperature`` divides
-    the head's outputs first, as the server does with the card's calibration, so a calibrated
-    model is scored on the probabilities (and counts) its endpoint answers.
+    probabilities of the eight flips and quarter turns of each photo. The counts are the ones
+    the endpoint returns (its rule picks them from these probabilities; the card's calibration
+    changes only the confidence an answer carries, ``calibration.served``).
     """
     model.eval()
     head = head_for_loss(hp.loss)
@@ -209,8 +208,6 @@ def evaluate(
         images, labels = to_device(images, labels, precision, ctx)
         with autocast(precision):
             outputs = net(images)
-        if temperature != 1.0:
-            outputs = outputs.float() / temperature
         p = average_variants(probabilities(outputs, head), tta)
         loss_sum -= p.gather(1, labels.unsqueeze(1)).clamp_min(1e-12).log().sum().double().cpu()
         for r, rule in enumerate(RULES):
@@ -493,7 +490,7 @@ def finish(job: Job) -> dict[str, Any]:
     """
     final = select_best(job)
     sections = calibrate_selected(job, final)
-    test = evaluate_test(job, final, sections["calibration"]["temperature"])
+    test = evaluate_test(job, final)
     if job.ctx.is_master:
         write_reports(job, final, test)
         save_selected_model(job, final, sections)
@@ -513,41 +510,34 @@ def select_best(job: Job) -> dict[str, Any]:
 
 
 def calibrate_selected(job: Job, final: dict[str, Any]) -> dict[str, Any]:
-    """Fit the calibration on validation, then choose the decision rule on the *calibrated*
-    validation probabilities; the card's ``calibration`` and ``verification`` sections.
+    """Choose the decision rule on validation, then fit the calibration there; the card's
+    ``calibration`` and ``verification`` sections.
 
-    The server applies the temperature before its rule, and a temperature can move the
-    ``expected`` rule's count (and the CORAL head's most probable one), so a rule chosen on
-    uncalibrated probabilities would be judged on counts the endpoint never returns. Here the
-    rule, ``validation`` and ``validation_by_rule`` in ``final`` are those of the counts the
-    endpoint returns; the confidence and verdict thresholds are fitted under that rule.
+    The rule picks the count from the network's own probabilities and the calibration changes
+    only how sure an answer says it is (``calibration.served``), so the rule's validation
+    figures in ``final`` (``validation``, ``validation_by_rule``) are the endpoint's counts; the
+    confidence and verdict thresholds are fitted under that rule.
     """
     hp, ctx = job.hp, job.ctx
-    head = head_for_loss(hp.loss)
-    fitted = calibrate.fit_on_validation(
-        job.model, job.channels, hp, ctx, workers=job.workers, precision=job.precision, head=head
-    )
     val_loss, val_rules = evaluate(
-        job.model,
-        job.channels["validation"],
-        hp,
-        ctx,
-        job.workers,
-        job.precision,
-        temperature=fitted.temperature,
+        job.model, job.channels["validation"], hp, ctx, job.workers, job.precision
     )
     rule = pick_rule(hp, val_rules)
     if ctx.is_master:
-        log.info(
-            "decision rule %s (decision=%s), chosen on calibrated validation (T=%.3f)",
-            rule,
-            hp.decision,
-            fitted.temperature,
-        )
+        log.info("decision rule %s (decision=%s), chosen on validation", rule, hp.decision)
     final.update(
         decision=rule,
         validation={"loss": val_loss, **{k: val_rules[rule][k] for k in FIGURES}},
         validation_by_rule={r: {k: v[k] for k in FIGURES} for r, v in val_rules.items()},
+    )
+    fitted = calibrate.fit_on_validation(
+        job.model,
+        job.channels,
+        hp,
+        ctx,
+        workers=job.workers,
+        precision=job.precision,
+        head=head_for_loss(hp.loss),
     )
     return calibrate.calibrate(
         job.model,
@@ -562,10 +552,8 @@ def calibrate_selected(job: Job, final: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def evaluate_test(
-    job: Job, final: dict[str, Any], temperature: float = 1.0
-) -> dict[str, Any] | None:
-    """Evaluate the selected model on ``test`` (if given) under its rule and calibration, plain
+def evaluate_test(job: Job, final: dict[str, Any]) -> dict[str, Any] | None:
+    """Evaluate the selected model on ``test`` (if given) under its rule, plain
     and with 8-fold test-time augmentation (for the record: the served default is without it).
 
     Adds ``test`` and ``test_tta8`` to ``final``; returns the full test summary with the TTA
@@ -575,10 +563,10 @@ def evaluate_test(
         return None
     hp, ctx, rule = job.hp, job.ctx, final["decision"]
     test_loss, test_rules = evaluate(
-        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, 1, temperature
+        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, 1
     )
     _, test_tta_rules = evaluate(
-        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, 8, temperature
+        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, 8
     )
     summary, tta = test_rules[rule], test_tta_rules[rule]
     final["test"] = {"loss": test_loss, **{k: summary[k] for k in FIGURES}}
