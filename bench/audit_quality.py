@@ -7,8 +7,11 @@ accuracy of the most confident 10/20/30/50/100%; AUROC of the mismatch probabili
 whose expected quantity is the true count or (uniformly) one of the other four, overall and for
 records off by two or more; and the precision, recall and lift of ``mismatch`` verdicts at
 mismatch rates of 50, 10 and 5%. Records are weighted exactly (every photo with each of the five
-expected quantities), so there is no sampling noise beyond the photos themselves. Writes
-``<out>/audit_quality.json``, ``audit_reliability.png`` and ``audit_risk_coverage.png``.
+expected quantities), so there is no sampling noise beyond the photos themselves. Both served
+settings are measured from one read of each split: one pass (``tta1``, the endpoint's default)
+and the mean of the eight flips and quarter turns (``tta8``, the audit job's default), each with
+the card's calibration for it (``card.served_card``). Writes ``<out>/audit_quality.json`` and,
+per setting, ``audit_reliability_tta<N>.png`` and ``audit_risk_coverage_tta<N>.png``.
 
     .venv/bin/python bench/audit_quality.py --model runs/q/opt_ml/model --out runs/q/audit
 """
@@ -19,6 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,9 +34,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from train_pipeline import machine  # noqa: E402
 
 from bincounter import calibration, verification  # noqa: E402
+from bincounter.card import served_card  # noqa: E402
 from bincounter.model import load_model  # noqa: E402
 from bincounter.training import reports  # noqa: E402
-from bincounter.training.calibrate import collect_outputs, split_report  # noqa: E402
+from bincounter.training.calibrate import TTAS, collect_probabilities, split_report  # noqa: E402
 from bincounter.training.channels import FolderChannel  # noqa: E402
 from bincounter.training.data import discover_channel  # noqa: E402
 from bincounter.training.distributed import DistContext  # noqa: E402
@@ -92,43 +97,52 @@ def main() -> None:
     ctx = DistContext()
     precision = resolve(hp, ctx.device)
     model = model_to_device(model, precision, ctx)
-    head, rule, section = card["head"], card["decision"], card["calibration"]
-    result: dict[str, object] = {
+    head, rule = card["head"], card["decision"]
+    result: dict[str, Any] = {
         "model": str(args.model),
         "weights_sha256": card["weights_sha256"],
         "cpu": machine(),
         "torch": torch.__version__,
-        "temperature": section["temperature"],
-        "bias": section.get("bias"),
-        "thresholds": card["verification"]["thresholds"],
-        "confidence_thresholds": card["calibration"]["confidence_thresholds"],
+        "decision": rule,
     }
-    splits = {}
+    probabilities, labels = {}, {}
     for split in ("validation", "test"):
         channel = getattr(args, split) or args.out / f"{split}_channel"
         if not channel.exists():
             build_channel(channel, split, None, "folders")
         samples = FolderChannel(split, discover_channel(split, channel))
-        outputs, labels = collect_outputs(
-            model, samples, hp, ctx, workers=args.workers, precision=precision
+        probabilities[split], labels[split] = collect_probabilities(
+            model, samples, hp, ctx, head=head, workers=args.workers, precision=precision
         )
-        p_net = calibration.head_probabilities(outputs, head)
-        splits[split] = split_report(p_net, labels, section, rule)
-        result[split] = {
-            when: {k: v for k, v in figures.items() if k not in ("curve", "reliability")}
-            for when, figures in splits[split].items()
+    for tta in TTAS:
+        served = served_card(card, tta)
+        section = served["calibration"]
+        out: dict[str, Any] = {
+            "temperature": section["temperature"],
+            "bias": section.get("bias"),
+            "thresholds": served["verification"]["thresholds"],
+            "confidence_thresholds": section["confidence_thresholds"],
         }
-        result[split]["refit"] = calibration.fit(p_net, labels)
-        # The usual definition, for comparison: the most probable count's probability against
-        # its accuracy (the report above scores the count the endpoint returns, by its rule).
-        result[split]["top1_ece"] = {
-            when: calibration.scores(p_net, labels, applied)["ece"]
-            for when, applied in (("before", None), ("after", section))
-        }
-        p = calibration.calibrated(p_net, section)
-        result[split]["verification"] = verification_figures(p, labels, card["verification"])
-    reports.plot_reliability(splits, args.out / "audit_reliability.png")
-    reports.plot_risk_coverage(splits, args.out / "audit_risk_coverage.png")
+        splits = {}
+        for split in ("validation", "test"):
+            p_net, y = probabilities[split][tta], labels[split]
+            splits[split] = split_report(p_net, y, section, rule)
+            out[split] = {
+                when: {k: v for k, v in figures.items() if k not in ("curve", "reliability")}
+                for when, figures in splits[split].items()
+            }
+            out[split]["refit"] = calibration.fit(p_net, y)
+            # The usual definition, for comparison: the most probable count's probability
+            # against its accuracy (above: the count the endpoint returns, by its rule).
+            out[split]["top1_ece"] = {
+                when: calibration.scores(p_net, y, applied)["ece"]
+                for when, applied in (("before", None), ("after", section))
+            }
+            p = calibration.calibrated(p_net, section)
+            out[split]["verification"] = verification_figures(p, y, served["verification"])
+        reports.plot_reliability(splits, args.out / f"audit_reliability_tta{tta}.png")
+        reports.plot_risk_coverage(splits, args.out / f"audit_risk_coverage_tta{tta}.png")
+        result[f"tta{tta}"] = out
     (args.out / "audit_quality.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from . import CLASSES, verification
+from .card import served_card
 from .errors import DataError, UserError, VerificationError
 from .files import atomic_write_bytes, atomic_write_json
+from .serving import parameters
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +130,16 @@ def _port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(model_dir: Path, serve: Path, ready_s: float = 120) -> Iterator[str]:
-    """``serve`` on ``model_dir`` at a free loopback port; yields its URL once ``/ping`` is 200."""
+def local_server(model_dir: Path, serve: Path, ready_s: float = 120, tta: int = 1) -> Iterator[str]:
+    """``serve`` on ``model_dir`` at a free loopback port, averaging ``tta`` variants of each
+    photo; yields its URL once ``/ping`` is 200."""
     port = _port()
     env = {
         **os.environ,
         "BINCOUNTER_MODEL_DIR": str(model_dir),
         "SAGEMAKER_BIND_TO_PORT": str(port),
         "BINCOUNTER_BIND_HOST": "127.0.0.1",
+        parameters.TTA: str(tta),
     }
     process = subprocess.Popen([sys.executable, str(serve)], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -271,22 +275,25 @@ def run_local(
     model_dir: Path | None = None,
     serve: Path | None = None,
     mismatch_rate: float | None = None,
+    tta: int = 1,
 ) -> dict[str, Any]:
-    """Audit with a local server: ``url`` if one runs, else ``serve`` started on ``model_dir``.
+    """Audit with a local server: ``url`` if one runs, else ``serve`` started on ``model_dir``
+    averaging ``tta`` variants of each photo (a running server at ``url`` should run with the
+    same ``BINCOUNTER_TTA``: the card's verdict figures for that setting are reported).
 
     Returns the summary written to ``audit.json``.
     """
     section = None
     if model_dir is not None:
         card = json.loads((Path(model_dir) / "model_card.json").read_text())
-        section = card.get("verification")
+        section = served_card(card, tta).get("verification")
         if section is None:
             raise UserError(f"the model card in {model_dir} has no verification section: retrain")
     with contextlib.ExitStack() as stack:
         if url is None:
             if model_dir is None or serve is None:
                 raise UserError("give a server URL, or a model directory and the serve program")
-            url = stack.enter_context(local_server(Path(model_dir), Path(serve)))
+            url = stack.enter_context(local_server(Path(model_dir), Path(serve), tta=tta))
         rows = [row_of(r, ask(url, r, photo_bytes(r.photo, base), mismatch_rate)) for r in records]
     summary = summarize(rows, section)
     write_outputs(out, rows, summary)

@@ -159,6 +159,23 @@ def load_card(model_dir: Path) -> dict[str, Any]:
     return validate_card(card, model_dir, card_path)
 
 
+def served_card(card: dict[str, Any], tta: int) -> dict[str, Any]:
+    """The card as a server averaging ``tta`` variants answers from: its ``calibration`` and
+    ``verification`` sections replaced by their ``tta<N>`` parts (fitted by the training job on
+    those averaged probabilities, which are less sure than one pass's). A card without them
+    (trained before) is returned as it is: its single-pass calibration.
+    """
+    if tta == 1:
+        return card
+    key = f"tta{tta}"
+    served = dict(card)
+    for name in ("calibration", "verification"):
+        section = card.get(name)
+        if isinstance(section, dict) and isinstance(section.get(key), dict):
+            served[name] = {**section, **section[key]}
+    return served
+
+
 def verify_model_files(model_dir: Path) -> tuple[dict[str, Any], Path]:
     """The card and the weights' path, once the weights are known to be the card's own.
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bincounter import audit
+from bincounter.card import served_card
 from bincounter.errors import DataError
 
 from support import ABID, REPO, abid_labels
@@ -65,7 +66,10 @@ def test_audit_local_end_to_end_on_real_photos(trained_model_dir: Path, tmp_path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = list(csv.DictReader((out / audit.CSV_FILE).open()))
     assert [r["bin_id"] for r in table] == [f"bin-{k}" for k in range(len(rows))]
-    card = json.loads((trained_model_dir / "model_card.json").read_text())
+    # an audit averages the eight variants by default, with the card's verdicts for them
+    assert "TTA x8" in result.stdout + result.stderr
+    card = served_card(json.loads((trained_model_dir / "model_card.json").read_text()), 8)
+    assert card["verification"]["thresholds"] == card["verification"]["tta8"]["thresholds"]
     for row, (_, expected, _) in zip(table, rows, strict=True):
         assert int(row["expected_quantity"]) == expected
         assert row["verdict"] in ("match", "review", "mismatch") and row["error"] == ""

@@ -56,3 +56,19 @@ def test_the_rule_and_figures_are_those_of_the_returned_counts(trained_model_dir
         assert before["accuracy"] == after["accuracy"]
         assert final[split]["n"] == after["n"]
         assert final[split]["accuracy"] == pytest.approx(after["accuracy"], abs=1e-9)
+
+
+def test_the_card_is_calibrated_for_eight_averaged_variants_too(trained_model_dir: Path) -> None:
+    """A server or audit with ``BINCOUNTER_TTA=8`` answers from the mean of eight variants, which
+    is less sure than one pass: the job fits its own temperature, biases and thresholds."""
+    card = json.loads((trained_model_dir / "model_card.json").read_text())
+    part, checks = card["calibration"]["tta8"], card["verification"]["tta8"]
+    assert 0.05 < part["temperature"] < 20.1 and len(part["bias"]) == 5
+    assert "thresholds" in checks and "validation" in checks
+    out = trained_model_dir.parent / "output" / "data"
+    report = json.loads((out / "calibration.json").read_text())
+    validation = report["splits_tta8"]["validation"]
+    # fitted on the averaged probabilities, not the single pass's
+    assert validation["before"]["nll"] != report["splits"]["validation"]["before"]["nll"]
+    assert validation["after"]["nll"] <= validation["before"]["nll"] + 1e-9
+    assert set(report["splits_tta8"]) == {"validation", "test"}

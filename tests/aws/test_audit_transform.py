@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from bincounter import CLASSES, audit, verification
+from bincounter.card import served_card
 from bincounter.serving.codec import probabilities_to_prediction
 
 from .conftest import BUCKET, IMAGE, REGION, ROLE
@@ -35,12 +36,20 @@ OUTPUT = f"bc/transform/{JOB}"
 
 
 def card_section() -> dict:
-    """A real ``verification`` section: thresholds chosen on synthetic validation outputs."""
+    """A real ``verification`` section: thresholds chosen on synthetic validation outputs, with
+    a ``tta8`` part chosen on flatter ones (as averaged variants are)."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, 400)
     logits = rng.normal(size=(400, 5)) + 2.5 * np.eye(5)[labels]
-    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return verification.choose_thresholds(p, labels)
+    section = verification.choose_thresholds(softmax(logits), labels)
+    averaged = verification.choose_thresholds(softmax(logits / 2), labels)
+    section["tta8"] = {k: averaged[k] for k in ("thresholds", "validation")}
+    assert section["tta8"]["thresholds"] != section["thresholds"]
+    return section
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    return np.exp(z) / np.exp(z).sum(1, keepdims=True)
 
 
 def test_transform_audit_joins_the_outputs_with_the_records(
@@ -86,6 +95,10 @@ def test_transform_audit_joins_the_outputs_with_the_records(
 
     (job,) = moto_server.calls("CreateTransformJob")
     assert job["TransformJobName"] == JOB and job["ModelName"] == JOB
+    # the audit's default: each photo's eight variants averaged, and the card's verdicts for it
+    assert job["Environment"] == {"BINCOUNTER_TTA": "8"}
+    section = served_card({"verification": section}, 8)["verification"]
+    assert section["thresholds"] == section["tta8"]["thresholds"]
     source = job["TransformInput"]["DataSource"]["S3DataSource"]
     assert (source["S3DataType"], source["S3Uri"]) == ("S3Prefix", PHOTOS)
     assert job["TransformOutput"]["S3OutputPath"] == f"s3://{BUCKET}/{OUTPUT}"

@@ -231,3 +231,45 @@ def test_a_coral_model_with_tta_serves_its_cards_rule(tmp_path):
     assert math.isclose(sum(probs), 1.0, abs_tol=1e-9)
     median = next(c for c in range(1, 6) if sum(probs[:c]) >= 0.5 - 1e-12)
     assert answer["count"] == median
+
+
+@pytest.mark.parametrize("tta", [1, 8])
+def test_answers_use_the_cards_calibration_for_the_servers_tta(tmp_path, tta):
+    """Averaged variants are less sure than one pass, so the card carries a calibration for
+    each: a server with ``BINCOUNTER_TTA=8`` answers with the ``tta8`` one. The count is the
+    rule's on the network's (averaged) probabilities either way."""
+    from bincounter import calibration
+    from bincounter.decision import decide
+    from bincounter.model import build_model, save_model
+    from bincounter.serving.config import ServingConfig
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    single = {"temperature": 0.5, "bias": [0.3, 0, 0, 0, -0.3], "confidence_thresholds": {}}
+    averaged = {"temperature": 0.25, "bias": [-1.0, 0.5, 0, 0.5, 0.0]}
+    save_model(
+        build_model("resnet18"),
+        model_dir,
+        arch="resnet18",
+        image_size=32,
+        extra={"calibration": {**single, "tta8": averaged}},
+        decision="expected",
+    )
+    predictor = Predictor.load(model_dir, engine="eager", tta=tta, warmup_batch_sizes=(1,))
+    section = {**single, **averaged} if tta == 8 else single
+    assert {k: predictor.info.card["calibration"][k] for k in section} == section
+    network = predictor.predict_pixels([decode_photo(photo_bytes(3), 32)])
+    config = ServingConfig.from_environment({"BINCOUNTER_MODEL_DIR": str(model_dir)})
+    app = create_app(config, predictor)
+    try:
+        answer = post(app.test_client(), photo_bytes(3)).get_json()
+    finally:
+        close_app(app)
+    expected = calibration.calibrated(network, section)[0]
+    np.testing.assert_allclose([answer["probabilities"][str(c)] for c in range(1, 6)], expected)
+    count = int(decide(network, "expected")[0])
+    assert answer["count"] == count + 1
+    assert answer["confidence"] == pytest.approx(expected[count])
+    # the other setting's calibration would have answered otherwise
+    other = {**single, **averaged} if tta == 1 else single
+    assert not np.allclose(calibration.calibrated(network, other)[0], expected, atol=1e-3)

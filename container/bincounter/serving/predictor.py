@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration import head_probabilities
-from ..card import verify_model_files
+from ..card import served_card, verify_model_files
 from ..decision import TTA_CHOICES
 from ..errors import ModelLoadError
 from ..imaging import load_image, preprocess_array
@@ -132,12 +132,19 @@ class Predictor:
             raise ModelLoadError(
                 NEEDS_FULL_IMAGE.format(why=f"{model_dir} needs torch ({needs_torch(card)})")
             ) from None
+        if tta > 1 and "calibration" in card and f"tta{tta}" not in card["calibration"]:
+            log.warning(
+                "the card of %s has no calibration for TTA x%d (trained before it was fitted): "
+                "its single-pass calibration is applied to the averaged probabilities",
+                model_dir,
+                tta,
+            )
         info = ModelInfo(
             arch=str(card["arch"]),
             image_size=image_size,
             weights_sha256=str(card["weights_sha256"]),
             engine=kind,
-            card=card,
+            card=served_card(card, tta),
             tta=tta,
         )
         predictor = cls(runner, info)

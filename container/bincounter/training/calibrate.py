@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import calibration, verification
+from ..counting import dihedral_variants
 from ..files import atomic_write_json
 from ..model import unwrap
 from . import reports
@@ -38,40 +39,55 @@ RELIABILITY_PNG = "reliability.png"
 RISK_COVERAGE_PNG = "risk_coverage.png"
 
 
+#: The test-time augmentations a card is calibrated for: one pass, and the mean of the eight
+#: flips and quarter turns (``BINCOUNTER_TTA=8``, what an audit can afford), whose averaged
+#: probabilities are less sure and need their own temperature, biases and thresholds.
+TTAS: tuple[int, ...] = (1, 8)
+
+
 @torch.no_grad()
-def collect_outputs(
+def collect_probabilities(
     model: nn.Module,
     channel: Channel,
     hp: HyperParameters,
     ctx: DistContext,
     *,
+    head: str,
     workers: int,
     precision: Precision,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The head's raw outputs ``float64 [N, K]`` and class indices ``[N]`` of a whole channel.
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """The network's probabilities ``float64 [N, 5]`` of a whole channel for each of ``TTAS``
+    (one read: the first of the eight variants is the photo as it is), and class indices.
 
     Each rank reads its slice (the same reader as evaluation); the slices are gathered to every
     rank. The order is the readers' order, which is all calibration needs.
     """
     net = unwrap(model).eval()
     loader, _ = make_reader(channel, hp, ctx, workers, train=False)
-    outputs, labels = [], []
+    variants = max(TTAS)
+    probabilities: list[np.ndarray] = []
+    labels = []
     for images, batch_labels in loader:
-        images, batch_labels = to_device(images, batch_labels, precision, ctx)
+        images, batch_labels = to_device(dihedral_variants(images), batch_labels, precision, ctx)
         with autocast(precision):
             out = net(images)
-        outputs.append(out.float().cpu().double().numpy())
+        p = calibration.head_probabilities(out.float().cpu().double().numpy(), head)
+        probabilities.append(p.reshape(variants, len(batch_labels), -1))
         labels.append(batch_labels.cpu().numpy())
     mine = (
-        np.concatenate(outputs) if outputs else np.zeros((0, 0)),
+        np.concatenate(probabilities, axis=1) if probabilities else np.zeros((variants, 0, 0)),
         np.concatenate(labels) if labels else np.zeros(0, np.int64),
     )
-    if not ctx.enabled:
-        return mine
-    gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, mine)
-    parts = [g for g in gathered if len(g[1])]
-    return np.concatenate([g[0] for g in parts]), np.concatenate([g[1] for g in parts])
+    if ctx.enabled:
+        gathered: list[Any] = [None] * ctx.world_size
+        dist.all_gather_object(gathered, mine)
+        parts = [g for g in gathered if len(g[1])]
+        mine = (
+            np.concatenate([g[0] for g in parts], axis=1),
+            np.concatenate([g[1] for g in parts]),
+        )
+    stacked, all_labels = mine
+    return {tta: stacked[:tta].mean(axis=0) for tta in TTAS}, all_labels
 
 
 def split_report(
@@ -92,13 +108,13 @@ def split_report(
 
 @dataclass(frozen=True)
 class ValidationFit:
-    """The network's validation probabilities, the true class indices, and the temperature and
-    biases fitted on them (``calibrate`` reuses the probabilities rather than reading again)."""
+    """The network's validation probabilities for each of ``TTAS``, the true class indices, and
+    the temperature and biases fitted on each (``calibrate`` reuses them, not reading again)."""
 
-    probabilities: np.ndarray
+    probabilities: dict[int, np.ndarray]
     labels: np.ndarray
     head: str
-    parameters: dict[str, Any]
+    parameters: dict[int, dict[str, Any]]
 
 
 def fit_on_validation(
@@ -111,12 +127,11 @@ def fit_on_validation(
     precision: Precision,
     head: str,
 ) -> ValidationFit:
-    """The temperature and biases that minimise the validation NLL (on every rank)."""
-    outputs, labels = collect_outputs(
-        model, channels["validation"], hp, ctx, workers=workers, precision=precision
+    """The temperature and biases that minimise the validation NLL, per TTA (on every rank)."""
+    p, labels = collect_probabilities(
+        model, channels["validation"], hp, ctx, head=head, workers=workers, precision=precision
     )
-    p = calibration.head_probabilities(outputs, head)
-    return ValidationFit(p, labels, head, calibration.fit(p, labels))
+    return ValidationFit(p, labels, head, {t: calibration.fit(p[t], labels) for t in TTAS})
 
 
 def calibrate(
@@ -132,59 +147,86 @@ def calibrate(
     out_dir: Path,
 ) -> dict[str, Any]:
     """Thresholds and reports; the card's ``calibration`` and ``verification`` sections (on
-    every rank), for the served ``decision`` rule. The reports are written by rank 0 only."""
-    p_val, labels = fitted.probabilities, fitted.labels
-    section = calibration.card_section(p_val, labels, fitted.parameters, fitted.head, decision)
-    checks = verification.choose_thresholds(calibration.calibrated(p_val, section), labels)
-    splits = {"validation": split_report(p_val, labels, section, decision)}
-    if "test" in channels:
-        test_outputs, test_labels = collect_outputs(
-            model, channels["test"], hp, ctx, workers=workers, precision=precision
+    every rank), for the served ``decision`` rule, each with a ``tta8`` part for servers that
+    average the eight variants (``card.served_card``). Reports are written by rank 0 only."""
+    labels = fitted.labels
+    sections, checks, splits = {}, {}, {}
+    for tta in TTAS:
+        p = fitted.probabilities[tta]
+        sections[tta] = calibration.card_section(
+            p, labels, fitted.parameters[tta], fitted.head, decision
         )
-        p_test = calibration.head_probabilities(test_outputs, fitted.head)
-        splits["test"] = split_report(p_test, test_labels, section, decision)
+        checks[tta] = verification.choose_thresholds(
+            calibration.calibrated(p, sections[tta]), labels
+        )
+        splits[tta] = {"validation": split_report(p, labels, sections[tta], decision)}
+    if "test" in channels:
+        p_test, test_labels = collect_probabilities(
+            model, channels["test"], hp, ctx, head=fitted.head, workers=workers, precision=precision
+        )
+        for tta in TTAS:
+            splits[tta]["test"] = split_report(p_test[tta], test_labels, sections[tta], decision)
+    section, check = nest(sections), nest(checks)
     if ctx.is_master:
-        write_reports(out_dir, section, checks, splits)
-    return {"calibration": section, "verification": checks}
+        write_reports(out_dir, section, check, splits)
+    return {"calibration": section, "verification": check}
+
+
+def nest(by_tta: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One card section from one per TTA: the single pass's, with each other's whole under
+    ``tta<N>`` (``card.served_card`` puts it in place for a server with that TTA)."""
+    return {**by_tta[1], **{f"tta{t}": other for t, other in by_tta.items() if t != 1}}
 
 
 def write_reports(
-    out_dir: Path, section: dict[str, Any], checks: dict[str, Any], splits: dict[str, Any]
+    out_dir: Path,
+    section: dict[str, Any],
+    checks: dict[str, Any],
+    splits: dict[int, dict[str, Any]],
 ) -> None:
-    """``calibration.json`` (figures without the long curves), the two PNGs, one log line each."""
+    """``calibration.json`` (figures without the long curves: ``splits`` for one pass,
+    ``splits_tta8`` for the mean of eight), the two PNGs (one pass), one log line each."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {
-        split: {
-            when: {k: v for k, v in figures.items() if k not in ("curve", "reliability")}
-            for when, figures in report.items()
+    summaries = {
+        tta: {
+            split: {
+                when: {k: v for k, v in figures.items() if k not in ("curve", "reliability")}
+                for when, figures in report.items()
+            }
+            for split, report in by_split.items()
         }
-        for split, report in splits.items()
+        for tta, by_split in splits.items()
     }
     atomic_write_json(
         out_dir / REPORT_FILE,
         {
             "calibration": section,
             "verification": checks,
-            "splits": summary,
-            "reliability": {s: {w: r[w]["reliability"] for w in r} for s, r in splits.items()},
+            "splits": summaries[1],
+            **{f"splits_tta{t}": summary for t, summary in summaries.items() if t != 1},
+            "reliability": {s: {w: r[w]["reliability"] for w in r} for s, r in splits[1].items()},
         },
     )
-    reports.plot_reliability(splits, out_dir / RELIABILITY_PNG)
-    reports.plot_risk_coverage(splits, out_dir / RISK_COVERAGE_PNG)
-    for split, report in summary.items():
-        before, after = report["before"], report["after"]
-        log.info(
-            "%s calibration (T=%.3f, biases %s): ECE %.4f -> %.4f (%.4f by chance alone), NLL %.4f -> %.4f, Brier %.4f -> %.4f; "
-            "accuracy of the most confident 10/20/30/50/100%%: %s",
-            split,
-            section["temperature"],
-            " ".join(f"{b:+.2f}" for b in section["bias"]),
-            before["ece"],
-            after["ece"],
-            after["ece_noise_floor"],
-            before["nll"],
-            after["nll"],
-            before["brier"],
-            after["brier"],
-            " / ".join(f"{v:.3f}" for v in after["accuracy_at_coverage"].values()),
-        )
+    reports.plot_reliability(splits[1], out_dir / RELIABILITY_PNG)
+    reports.plot_risk_coverage(splits[1], out_dir / RISK_COVERAGE_PNG)
+    for tta, summary in summaries.items():
+        fitted = {**section, **section.get(f"tta{tta}", {})}
+        for split, report in summary.items():
+            before, after = report["before"], report["after"]
+            log.info(
+                "%s calibration, TTA x%d (T=%.3f, biases %s): ECE %.4f -> %.4f (%.4f by chance "
+                "alone), NLL %.4f -> %.4f, Brier %.4f -> %.4f; accuracy of the most confident "
+                "10/20/30/50/100%%: %s",
+                split,
+                tta,
+                fitted["temperature"],
+                " ".join(f"{b:+.2f}" for b in fitted["bias"]),
+                before["ece"],
+                after["ece"],
+                after["ece_noise_floor"],
+                before["nll"],
+                after["nll"],
+                before["brier"],
+                after["brier"],
+                " / ".join(f"{v:.3f}" for v in after["accuracy_at_coverage"].values()),
+            )
