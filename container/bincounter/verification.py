@@ -13,8 +13,8 @@ divide the network's probabilities by the training split's count mix: on the def
 model that ranked wrong records worse, AUROC 0.650 against 0.695 on validation, and it is not
 how records go wrong when a count was mistyped or a pick was not recorded.)
 
-Verdicts compare it with two thresholds chosen on validation (``choose_thresholds``) at the
-card's default mismatch rate: ``mismatch`` when it is low enough that flagged records were wrong
+Verdicts compare it with two thresholds chosen on validation (``choose_thresholds``, promised
+over resamples of it) at the card's default mismatch rate: ``mismatch`` when it is low enough that flagged records were wrong
 ``LIFT_TARGET`` times as often as records at random, ``match`` when high enough that records
 called right were wrong ``LIFT_TARGET`` times less often than at random, ``review`` between.
 The thresholds are posterior probabilities, so a request's own mismatch rate moves the
@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import CLASSES
+from .calibration import promised_cut
 from .errors import VerificationError
 
 #: The verdicts, from "records right" to "records wrong".
@@ -154,15 +155,18 @@ def flag_figures(
     }
 
 
-def _cut(values: np.ndarray, good: np.ndarray, weights: np.ndarray, target: float) -> float | None:
-    """The value cutting furthest into sorted ``values`` whose prefix has precision >= target."""
+def _cut(
+    values: np.ndarray, good: np.ndarray, weights: np.ndarray, photos: np.ndarray, target: float
+) -> float | None:
+    """The value cutting furthest into sorted ``values`` whose prefix has precision >= target,
+    promised over resamples of the photos (``calibration.promised_cut``)."""
     order = np.argsort(values, kind="stable")
-    hits = np.cumsum((weights * good)[order])
-    mass = np.cumsum(weights[order])
     sorted_values = values[order]
     distinct = np.r_[sorted_values[1:] != sorted_values[:-1], True]
-    ok = np.flatnonzero(distinct & (hits / mass >= target) & (mass >= _MIN_SHARE * mass[-1]))
-    return float(sorted_values[ok[-1]]) if len(ok) else None
+    mass = np.cumsum(weights[order])
+    allowed = distinct & (mass >= _MIN_SHARE * mass[-1])
+    end = promised_cut(good[order], weights[order], photos[order], allowed, target)
+    return None if end is None else float(sorted_values[end])
 
 
 def choose_thresholds(
@@ -172,14 +176,17 @@ def choose_thresholds(
 
     ``mismatch``: the highest match probability whose flags were wrong records at least
     ``LIFT_TARGET x mismatch_rate`` of the time (at most 0.9). ``match``: the lowest whose
-    "match" verdicts were wrong at most ``mismatch_rate / LIFT_TARGET`` of the time. A target no
-    threshold reaches gives 0 (never ``mismatch``) or 1 (never ``match``) and ``target_met``.
+    "match" verdicts were wrong at most ``mismatch_rate / LIFT_TARGET`` of the time. Each with
+    ``calibration.PROMISE_CONFIDENCE`` over resamples of the validation photos, so the stated
+    lift holds on new photos too. A target no threshold reaches gives 0 (never ``mismatch``) or
+    1 (never ``match``) and ``target_met``.
     """
     match, wrong, weights = simulated_records(p, labels, mismatch_rate)
+    photos = np.repeat(np.arange(len(np.asarray(labels))), len(CLASSES))
     flag_target = min(0.9, LIFT_TARGET * mismatch_rate)
-    mismatch_cut = _cut(match, wrong, weights, flag_target)
+    mismatch_cut = _cut(match, wrong, weights, photos, flag_target)
     right_target = 1.0 - mismatch_rate / LIFT_TARGET
-    match_cut = _cut(-match, ~wrong, weights, right_target)
+    match_cut = _cut(-match, ~wrong, weights, photos, right_target)
     thresholds = {
         "mismatch": 0.0 if mismatch_cut is None else mismatch_cut,
         "match": 1.0 if match_cut is None else -match_cut,

@@ -199,3 +199,36 @@ def test_rate_must_be_inside_zero_one() -> None:
     with pytest.raises(VerificationError, match="between 0 and 1"):
         verification.check_rate(1.0)
     assert verification.check_expected("3") == 3
+
+
+def test_thresholds_keep_their_promise_on_new_photos_most_of_the_time() -> None:
+    """A threshold where validation just reaches the level misses it on new photos half the
+    time; one promised over resamples (``PROMISE_CONFIDENCE``) keeps it most of the time."""
+    rng = np.random.default_rng(9)
+    fresh = calibration.head_probabilities(rng.normal(0, 1.2, (100000, 5)), "softmax")
+    fresh_conf, fresh_correct = calibration.confidence_and_correct(fresh, sample_labels(fresh, rng))
+    kept = []
+    for _ in range(40):
+        p = calibration.head_probabilities(rng.normal(0, 1.2, (600, 5)), "softmax")
+        conf, correct = calibration.confidence_and_correct(p, sample_labels(p, rng))
+        threshold = calibration.confidence_thresholds(conf, correct, levels=(0.6,))["0.6"]
+        assert threshold is not None
+        kept.append(fresh_correct[fresh_conf >= threshold].mean() >= 0.6)
+    assert np.mean(kept) >= 0.7
+
+
+def test_mismatch_flags_keep_their_lift_on_new_photos_most_of_the_time() -> None:
+    rng = np.random.default_rng(10)
+    fresh = calibration.head_probabilities(rng.normal(0, 1.0, (20000, 5)), "softmax")
+    fresh_records = verification.simulated_records(fresh, sample_labels(fresh, rng), 0.1)
+    lifts = []
+    for _ in range(30):
+        p = calibration.head_probabilities(rng.normal(0, 1.0, (500, 5)), "softmax")
+        section = verification.choose_thresholds(p, sample_labels(p, rng), 0.1)
+        assert section["target_met"]["mismatch"]
+        lifts.append(
+            verification.flag_figures(*fresh_records, section["thresholds"]["mismatch"], 0.1)[
+                "lift"
+            ]
+        )
+    assert np.mean(np.array(lifts) >= verification.LIFT_TARGET) >= 0.7
