@@ -2,19 +2,21 @@
 
 A network trained by cross-entropy is rarely calibrated: when it says 0.6, it is right more or
 less often than 60% of the time, and not equally so for every count (the default recipe's
-network says "1" and "5" too often against "2" to "4"). After the best epoch is chosen, the training job fits a
-temperature ``T`` and one bias per count on validation, by the negative log-likelihood of the
-true counts, and the calibrated probabilities are ``softmax(log(p) / T + bias)`` of the head's
-five probabilities ``p`` (for the softmax head that is its logits over ``T`` plus the biases; the
-CORAL head's five probabilities are calibrated the same way). The biases are held to a standard
+network says "1" and "5" too often against "2" to "4"). After the best epoch is chosen, the
+training job fits a temperature ``T`` and one bias per count on validation, by the negative
+log-likelihood of the true counts, and the calibrated probabilities are
+``softmax(log(p) / T + bias)`` of the head's five probabilities ``p`` (for the softmax head,
+its logits over ``T`` plus the biases; the CORAL head's five probabilities are calibrated the
+same way). The biases are held to a standard
 normal prior (a MAP fit), so a small validation split, or a count it lacks, cannot push one far.
 
 Calibration changes what the answer *says about itself*, never the count: the card's decision
 rule, chosen on validation for RMSE and accuracy, picks the count from the network's own
 probabilities, and ``confidence`` is the calibrated probability of that count (``served``, the
-one definition of an answer, used by the server, the training job's reports and the int8
-check). A temperature and biases applied before the rule would move the ``expected`` rule's
-counts: on the default recipe's model that cost 1.3 to 2.7 points of validation accuracy.
+one definition of an answer, used by the server and the training job's reports; what needs the
+counts alone, evaluation and the int8 check, applies the rule and nothing else). A temperature
+and biases applied before the rule would move the ``expected`` rule's counts: on the default
+recipe's model that cost 1.3 to 2.7 points of validation accuracy.
 
 The same section of the card holds ``confidence_thresholds``: for each stated accuracy level,
 the smallest confidence whose photos were right at least that often on validation, which is how

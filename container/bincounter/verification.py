@@ -14,8 +14,8 @@ model that ranked wrong records worse, AUROC 0.650 against 0.695 on validation, 
 how records go wrong when a count was mistyped or a pick was not recorded.)
 
 Verdicts compare it with two thresholds chosen on validation (``choose_thresholds``, promised
-over resamples of it) at the card's default mismatch rate: ``mismatch`` when it is low enough that flagged records were wrong
-``LIFT_TARGET`` times as often as records at random, ``match`` when high enough that records
+over resamples of it) at the card's default mismatch rate: ``mismatch`` when it is low enough
+that flagged records were wrong ``LIFT_TARGET`` times as often as records at random, ``match`` when high enough that records
 called right were wrong ``LIFT_TARGET`` times less often than at random, ``review`` between.
 The thresholds are posterior probabilities, so a request's own mismatch rate moves the
 probability and with it the verdict.

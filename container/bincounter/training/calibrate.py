@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import calibration, verification
+from ..card import served_card
 from ..counting import dihedral_variants
 from ..files import atomic_write_json
 from ..model import unwrap
@@ -210,7 +211,7 @@ def write_reports(
     reports.plot_reliability(splits[1], out_dir / RELIABILITY_PNG)
     reports.plot_risk_coverage(splits[1], out_dir / RISK_COVERAGE_PNG)
     for tta, summary in summaries.items():
-        fitted = {**section, **section.get(f"tta{tta}", {})}
+        fitted = served_card({"calibration": section}, tta)["calibration"]
         for split, report in summary.items():
             before, after = report["before"], report["after"]
             log.info(
