@@ -10,13 +10,14 @@ or names one of the other four counts otherwise, each equally likely. Bayes' rul
 
 the ``match_probability``. (The converse model, a true count drawn around the record, would
 divide the network's probabilities by the training split's count mix: on the default recipe's
-model that ranked wrong records worse, AUROC 0.650 against 0.695 on validation, and it is not
-how records go wrong when a count was mistyped or a pick was not recorded.)
+model that ranked wrong records worse, AUROC 0.650 against 0.695 on validation; the audits
+this product is measured on draw wrong records the way modelled here.)
 
 Verdicts compare it with two thresholds chosen on validation (``choose_thresholds``, promised
 over resamples of it) at the card's default mismatch rate: ``mismatch`` when it is low enough
-that flagged records were wrong ``LIFT_TARGET`` times as often as records at random, ``match`` when high enough that records
-called right were wrong ``LIFT_TARGET`` times less often than at random, ``review`` between.
+that flagged records were wrong ``LIFT_TARGET`` times as often as records at random, ``match``
+when high enough that records called right were wrong ``LIFT_TARGET`` times less often than at
+random, ``review`` between.
 The thresholds are posterior probabilities, so a request's own mismatch rate moves the
 probability and with it the verdict.
 
