@@ -89,6 +89,25 @@ def test_a_good_card_passes_with_old_cards_defaults_and_extras_kept(tmp_path):
             "openvino.check_set.file",
             "not a plain file name",
         ),
+        ({"calibration": {"temperature": 0}}, "calibration.temperature", "greater than 0"),
+        ({"calibration": {"temperature": float("nan")}}, "calibration.temperature", "finite"),
+        ({"calibration": {"bias": [1, 2]}}, "calibration.bias", "at least 5"),
+        (
+            {"calibration": {"tta8": {"bias": [0, 0, 0, 0, "x"]}}},
+            "calibration.tta8.bias.4",
+            "valid number",
+        ),
+        (
+            {"calibration": {"confidence_thresholds": {"0.7": 1.5}}},
+            "calibration.confidence_thresholds.0.7",
+            "less than or equal to 1",
+        ),
+        (
+            {"verification": {"thresholds": {"mismatch": 2, "match": 1}}},
+            "verification.thresholds.mismatch",
+            "less than or equal to 1",
+        ),
+        ({"verification": {"mismatch_rate": 1}}, "verification.mismatch_rate", "less than 1"),
     ],
 )
 def test_a_malformed_card_is_refused_naming_the_field(tmp_path, changes, field, why):

@@ -80,6 +80,37 @@ class OpenVINOSection(_Section):
     check_set: CheckSetEntry | None = None
 
 
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class CalibrationFit(_Section):
+    """What the server applies to every answer: a card asking for a zero temperature or four
+    biases would turn every request into a 500, so it is refused at start-up instead."""
+
+    temperature: Finite = Field(default=1.0, gt=0.0)
+    bias: list[Finite] | None = Field(default=None, min_length=5, max_length=5)
+    confidence_thresholds: dict[str, Probability | None] | None = None
+
+
+class CalibrationSection(CalibrationFit):
+    tta8: CalibrationFit | None = None
+
+
+class VerdictThresholds(_Section):
+    mismatch: Probability
+    match: Probability
+
+
+class VerificationFit(_Section):
+    mismatch_rate: float = Field(default=0.1, gt=0.0, lt=1.0)
+    thresholds: VerdictThresholds | None = None
+
+
+class VerificationSection(VerificationFit):
+    tta8: VerificationFit | None = None
+
+
 class ModelCard(_Section):
     """The card's fields that loading and serving rely on; cards from before count-aware
     heads have neither ``head`` nor ``decision``: a softmax head read by argmax."""
@@ -93,6 +124,8 @@ class ModelCard(_Section):
     weights_file: FileName
     weights_sha256: Sha256
     openvino: OpenVINOSection | None = None
+    calibration: CalibrationSection | None = None
+    verification: VerificationSection | None = None
 
 
 def card_files(card: dict[str, Any]) -> dict[str, str]:
