@@ -35,14 +35,11 @@ from train_pipeline import machine  # noqa: E402
 
 from bincounter import calibration, verification  # noqa: E402
 from bincounter.card import served_card  # noqa: E402
-from bincounter.model import load_model  # noqa: E402
 from bincounter.training import reports  # noqa: E402
 from bincounter.training.calibrate import TTAS, collect_probabilities, split_report  # noqa: E402
 from bincounter.training.channels import FolderChannel  # noqa: E402
 from bincounter.training.data import discover_channel  # noqa: E402
-from bincounter.training.distributed import DistContext  # noqa: E402
-from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
-from bincounter.training.precision import model_to_device, resolve  # noqa: E402
+from bincounter.training.scoring import load_trained  # noqa: E402
 
 from support import build_channel  # noqa: E402
 
@@ -88,15 +85,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    model, card = load_model(args.model)
+    model, card, hp, ctx, precision = load_trained(args.model)
     if "calibration" not in card:
         raise SystemExit(
             f"{args.model}: the card has no calibration (a model trained before calibration existed)"
         )
-    hp = HyperParameters.model_validate(card["hyperparameters"])
-    ctx = DistContext()
-    precision = resolve(hp, ctx.device)
-    model = model_to_device(model, precision, ctx)
     head, rule = card["head"], card["decision"]
     result: dict[str, Any] = {
         "model": str(args.model),

@@ -22,12 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "container"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bincounter.model import load_model  # noqa: E402
 from bincounter.training.channels import FolderChannel  # noqa: E402
 from bincounter.training.data import discover_channel  # noqa: E402
-from bincounter.training.distributed import DistContext  # noqa: E402
-from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
-from bincounter.training.precision import cpu_model, model_to_device, resolve  # noqa: E402
+from bincounter.training.precision import cpu_model  # noqa: E402
+from bincounter.training.scoring import load_trained  # noqa: E402
 from bincounter.training.train import evaluate  # noqa: E402
 
 from support import build_channel  # noqa: E402
@@ -50,11 +48,7 @@ def main() -> None:
     out = args.out / f"{split}.json"
     if out.exists():
         raise SystemExit(f"{out} exists: the test split is evaluated once per model")
-    model, card = load_model(args.model)
-    hp = HyperParameters.model_validate(card["hyperparameters"])
-    ctx = DistContext()
-    precision = resolve(hp, ctx.device)
-    model = model_to_device(model, precision, ctx)
+    model, card, hp, ctx, precision = load_trained(args.model)
     channel = args.out / f"{split}_channel"
     if not channel.exists():
         build_channel(channel, split, None, "folders")

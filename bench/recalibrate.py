@@ -2,10 +2,10 @@
 
 The calibration step changes (as the per-count biases did) while trained models stay good: this
 copies a model directory (weights, OpenVINO IR, check photos) to a fresh one and runs the job's
-own steps there on the validation photos only: the rule chosen on validation
-(``train.evaluate`` + ``pick_rule``), the temperature and biases
-(``calibrate.fit_on_validation``), the confidence and verdict thresholds (``calibrate``), and
-writes them into the copy's card, with the reports under ``<out>/calibration``. The test split
+own steps there on the validation photos only: the temperature and biases
+(``calibrate.fit_on_validation``), the rule chosen on the same probabilities
+(``train.summarize`` + ``pick_rule``), the confidence and verdict thresholds (``calibrate``),
+and writes them into the copy's card, with the reports under ``<out>/calibration``. The test split
 is not read: measure it afterwards, once, with ``bench/audit_quality.py``.
 
     .venv/bin/python bench/recalibrate.py --model runs/q96/opt_ml/model \\
@@ -25,14 +25,12 @@ sys.path.insert(0, str(REPO / "container"))
 from bincounter import logs  # noqa: E402
 from bincounter.counting import head_for_loss  # noqa: E402
 from bincounter.files import atomic_write_json  # noqa: E402
-from bincounter.model import CARD_FILE, load_model  # noqa: E402
+from bincounter.model import CARD_FILE  # noqa: E402
 from bincounter.training import calibrate  # noqa: E402
 from bincounter.training.channels import FolderChannel  # noqa: E402
 from bincounter.training.data import discover_channel  # noqa: E402
-from bincounter.training.distributed import DistContext  # noqa: E402
-from bincounter.training.hyperparameters import HyperParameters  # noqa: E402
-from bincounter.training.precision import model_to_device, resolve  # noqa: E402
-from bincounter.training.train import FIGURES, evaluate, pick_rule  # noqa: E402
+from bincounter.training.scoring import load_trained  # noqa: E402
+from bincounter.training.train import FIGURES, pick_rule, summarize  # noqa: E402
 
 
 def main() -> int:
@@ -45,35 +43,22 @@ def main() -> int:
     logs.configure()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists: pick a fresh --out (a model is never overwritten)")
-    model, card = load_model(args.model)
-    hp = HyperParameters.model_validate(card["hyperparameters"])
-    ctx = DistContext()
-    precision = resolve(hp, ctx.device)
-    model = model_to_device(model, precision, ctx)
-    channels = {
-        "validation": FolderChannel("validation", discover_channel("validation", args.validation))
-    }
-    loss, by_rule = evaluate(model, channels["validation"], hp, ctx, args.workers, precision)
-    rule = pick_rule(hp, by_rule)
+    model, card, hp, ctx, precision = load_trained(args.model)
+    samples = discover_channel("validation", args.validation)
+    # The job's own steps, in its order (``train.calibrate_selected``): one read of validation.
     fitted = calibrate.fit_on_validation(
         model,
-        channels,
+        {"validation": FolderChannel("validation", samples)},
         hp,
         ctx,
         workers=args.workers,
         precision=precision,
         head=head_for_loss(hp.loss),
     )
+    loss, by_rule = summarize(fitted.probabilities[1], fitted.labels)
+    rule = pick_rule(hp, by_rule)
     sections = calibrate.calibrate(
-        model,
-        channels,
-        hp,
-        ctx,
-        fitted,
-        workers=args.workers,
-        precision=precision,
-        decision=rule,
-        out_dir=args.out / "calibration",
+        fitted, None, ctx, decision=rule, out_dir=args.out / "calibration"
     )
     shutil.copytree(args.model, args.out, dirs_exist_ok=True)
     card.update(decision=rule, **sections)

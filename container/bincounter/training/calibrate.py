@@ -1,10 +1,10 @@
 """The training job's calibration step: fit on validation, report before/after, fill the card.
 
 Called from ``train.calibrate_selected`` on every rank after the best epoch's weights are
-restored and its decision rule is chosen (it reads the channels, which is collective), in two
-parts. ``fit_on_validation`` runs the model over validation keeping the network's probabilities
-and fits the temperature and biases. ``calibrate`` fits the confidence thresholds under the
-rule (``bincounter.calibration``) and the verdict thresholds on the calibrated validation
+restored (reading a channel is collective), in two parts. ``fit_on_validation`` runs the model
+over validation once, keeping the network's probabilities for one pass and TTA x8, and fits
+the temperature and biases; training chooses the decision rule on the same probabilities.
+``calibrate`` fits the confidence thresholds under the rule (``bincounter.calibration``) and the verdict thresholds on the calibrated validation
 probabilities (``bincounter.verification``), and on rank 0 writes ``calibration.json``,
 ``reliability.png`` and ``risk_coverage.png`` to the output folder. The returned sections go
 into the model card, which is how the server learns them. Test is reported, never fitted on.
@@ -45,6 +45,9 @@ RISK_COVERAGE_PNG = "risk_coverage.png"
 #: probabilities are less sure and need their own temperature, biases and thresholds.
 TTAS: tuple[int, ...] = (1, 8)
 
+#: A split read once: the network's probabilities per TTA, and the true class indices.
+SplitProbabilities = tuple[dict[int, np.ndarray], np.ndarray]
+
 
 @torch.no_grad()
 def collect_probabilities(
@@ -56,7 +59,7 @@ def collect_probabilities(
     head: str,
     workers: int,
     precision: Precision,
-) -> tuple[dict[int, np.ndarray], np.ndarray]:
+) -> SplitProbabilities:
     """The network's probabilities ``float64 [N, 5]`` of a whole channel for each of ``TTAS``
     (one read: the first of the eight variants is the photo as it is), and class indices.
 
@@ -136,20 +139,17 @@ def fit_on_validation(
 
 
 def calibrate(
-    model: nn.Module,
-    channels: dict[str, Channel],
-    hp: HyperParameters,
-    ctx: DistContext,
     fitted: ValidationFit,
+    test: SplitProbabilities | None,
+    ctx: DistContext,
     *,
-    workers: int,
-    precision: Precision,
     decision: str,
     out_dir: Path,
 ) -> dict[str, Any]:
     """Thresholds and reports; the card's ``calibration`` and ``verification`` sections (on
     every rank), for the served ``decision`` rule, each with a ``tta8`` part for servers that
-    average the eight variants (``card.served_card``). Reports are written by rank 0 only."""
+    average the eight variants (``card.served_card``). ``test`` (its probabilities, read by
+    the job once) is reported, never fitted on. Reports are written by rank 0 only."""
     labels = fitted.labels
     sections, checks, splits = {}, {}, {}
     for tta in TTAS:
@@ -161,12 +161,8 @@ def calibrate(
             calibration.calibrated(p, sections[tta]), labels
         )
         splits[tta] = {"validation": split_report(p, labels, sections[tta], decision)}
-    if "test" in channels:
-        p_test, test_labels = collect_probabilities(
-            model, channels["test"], hp, ctx, head=fitted.head, workers=workers, precision=precision
-        )
-        for tta in TTAS:
-            splits[tta]["test"] = split_report(p_test[tta], test_labels, sections[tta], decision)
+        if test is not None:
+            splits[tta]["test"] = split_report(test[0][tta], test[1], sections[tta], decision)
     section, check = nest(sections), nest(checks)
     if ctx.is_master:
         write_reports(out_dir, section, check, splits)

@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import logs, openvino_ir
 from ..errors import DataError, UserError
@@ -78,21 +78,39 @@ def int8_agreement(card: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def score_model(model_dir: Path, test_dir: Path, workers: int = 1) -> dict[str, Any]:
-    """``evaluation.json``'s content: training's ``evaluate`` on ``test_dir`` under the card's
-    decision rule (the counts the endpoint returns), plus the card's identity."""
+class TrainedModel(NamedTuple):
+    """A trained model ready to run as its training job ran it: its card's hyperparameters,
+    this process's (single-host) context, the precision they resolve to here."""
+
+    model: Any
+    card: dict[str, Any]
+    hp: Any
+    ctx: Any
+    precision: Any
+
+
+def load_trained(model_dir: Path) -> TrainedModel:
+    """``model_dir``'s network (checksum verified) on this machine's device and precision: what
+    scoring, recalibrating and the quality benches start from."""
     from ..model import load_model
-    from .channels import load_channel
     from .distributed import DistContext
     from .hyperparameters import HyperParameters
     from .precision import model_to_device, resolve
-    from .train import evaluate
 
     model, card = load_model(model_dir)
     hp = HyperParameters.model_validate(card["hyperparameters"])
     ctx = DistContext()
     precision = resolve(hp, ctx.device)
-    model = model_to_device(model, precision, ctx)
+    return TrainedModel(model_to_device(model, precision, ctx), card, hp, ctx, precision)
+
+
+def score_model(model_dir: Path, test_dir: Path, workers: int = 1) -> dict[str, Any]:
+    """``evaluation.json``'s content: training's ``evaluate`` on ``test_dir`` under the card's
+    decision rule (the counts the endpoint returns), plus the card's identity."""
+    from .channels import load_channel
+    from .train import evaluate
+
+    model, card, hp, ctx, precision = load_trained(model_dir)
     samples = load_channel("test", test_dir, _single_host(), hp, workers)
     rule = card["decision"]
     loss, by_rule = evaluate(model, samples, hp, ctx, workers, precision)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.distributed.algorithms.join import Join
@@ -32,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from .. import CLASSES
+from .. import CLASSES, calibration
 from ..counting import (
     average_variants,
     dihedral_variants,
@@ -210,14 +211,33 @@ def evaluate(
             outputs = net(images)
         p = average_variants(probabilities(outputs, head), tta)
         loss_sum -= p.gather(1, labels.unsqueeze(1)).clamp_min(1e-12).log().sum().double().cpu()
-        for r, rule in enumerate(RULES):
-            predicted = torch.from_numpy(decide(p.cpu().numpy(), rule))
-            index = labels.cpu() * k + predicted
-            confusion[r] += torch.bincount(index, minlength=k * k).view(k, k).double()
+        confusion += rule_confusions(p.cpu().numpy(), labels.cpu().numpy())
     loss_sum = all_reduce_sum(loss_sum, ctx)
     confusion = all_reduce_sum(confusion, ctx).long()
     summaries = {rule: metrics.summarize_confusion(confusion[r]) for r, rule in enumerate(RULES)}
     return float(loss_sum.item()) / max(1, summaries[RULES[0]]["n"]), summaries
+
+
+def rule_confusions(p: np.ndarray, labels: np.ndarray) -> torch.Tensor:
+    """``float64 [len(RULES), 5, 5]``: each rule's confusion matrix (rows: true count)."""
+    k = len(CLASSES)
+    truth = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return torch.stack(
+        [
+            torch.bincount(truth * k + torch.from_numpy(decide(p, rule)), minlength=k * k)
+            .view(k, k)
+            .double()
+            for rule in RULES
+        ]
+    )
+
+
+def summarize(p: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, dict[str, Any]]]:
+    """``evaluate``'s loss and per-rule figures from a whole split's probabilities already
+    gathered (the calibration step's one read of validation or test)."""
+    confusion = rule_confusions(p, labels).long()
+    summaries = {rule: metrics.summarize_confusion(confusion[r]) for r, rule in enumerate(RULES)}
+    return calibration.nll(p, labels), summaries
 
 
 def pick_rule(hp: HyperParameters, summaries: dict[str, dict[str, Any]]) -> str:
@@ -480,19 +500,31 @@ FIGURES = ("n", "accuracy", "rmse", "mae", "off_by_one")
 
 
 def finish(job: Job) -> dict[str, Any]:
-    """Restore the best epoch, calibrate it and fix its decision rule, evaluate on test, then
+    """Restore the best epoch, fix its decision rule and calibrate it, evaluate on test, then
     (rank 0) write the reports, the model and its card, and the OpenVINO export.
 
     A step that changes the selected model before it is saved (as calibration does) goes
     between ``select_best`` and ``save_selected_model``: after the best epoch is fixed, before
     the card is written. Every step until ``save_selected_model`` reads channels, which is
-    collective: all ranks run them.
+    collective: all ranks run them. Each of validation and test is read once, for one pass and
+    TTA x8 together (``calibrate.collect_probabilities``).
     """
     final = select_best(job)
-    sections = calibrate_selected(job, final)
-    test = evaluate_test(job, final)
+    test = None
+    if "test" in job.channels:
+        test = calibrate.collect_probabilities(
+            job.model,
+            job.channels["test"],
+            job.hp,
+            job.ctx,
+            head=head_for_loss(job.hp.loss),
+            workers=job.workers,
+            precision=job.precision,
+        )
+    sections = calibrate_selected(job, final, test)
+    test_summary = evaluate_test(job, final, test)
     if job.ctx.is_master:
-        write_reports(job, final, test)
+        write_reports(job, final, test_summary)
         save_selected_model(job, final, sections)
         if job.hp.export_openvino:
             _export(job.env, job.hp, job.channels)
@@ -509,9 +541,11 @@ def select_best(job: Job) -> dict[str, Any]:
     return {"best_epoch": state.best_epoch, "epochs_run": state.epoch}
 
 
-def calibrate_selected(job: Job, final: dict[str, Any]) -> dict[str, Any]:
-    """Choose the decision rule on validation, then fit the calibration there; the card's
-    ``calibration`` and ``verification`` sections.
+def calibrate_selected(
+    job: Job, final: dict[str, Any], test: calibrate.SplitProbabilities | None
+) -> dict[str, Any]:
+    """Choose the decision rule on validation and fit the calibration there; the card's
+    ``calibration`` and ``verification`` sections (``test``'s probabilities are reported).
 
     The rule picks the count from the network's own probabilities and the calibration changes
     only how sure an answer says it is (``calibration.served``), so the rule's validation
@@ -519,17 +553,6 @@ def calibrate_selected(job: Job, final: dict[str, Any]) -> dict[str, Any]:
     confidence and verdict thresholds are fitted under that rule.
     """
     hp, ctx = job.hp, job.ctx
-    val_loss, val_rules = evaluate(
-        job.model, job.channels["validation"], hp, ctx, job.workers, job.precision
-    )
-    rule = pick_rule(hp, val_rules)
-    if ctx.is_master:
-        log.info("decision rule %s (decision=%s), chosen on validation", rule, hp.decision)
-    final.update(
-        decision=rule,
-        validation={"loss": val_loss, **{k: val_rules[rule][k] for k in FIGURES}},
-        validation_by_rule={r: {k: v[k] for k in FIGURES} for r, v in val_rules.items()},
-    )
     fitted = calibrate.fit_on_validation(
         job.model,
         job.channels,
@@ -539,39 +562,39 @@ def calibrate_selected(job: Job, final: dict[str, Any]) -> dict[str, Any]:
         precision=job.precision,
         head=head_for_loss(hp.loss),
     )
-    return calibrate.calibrate(
-        job.model,
-        job.channels,
-        hp,
-        ctx,
-        fitted,
-        workers=job.workers,
-        precision=job.precision,
+    val_loss, val_rules = summarize(fitted.probabilities[1], fitted.labels)
+    rule = pick_rule(hp, val_rules)
+    if ctx.is_master:
+        log.info("decision rule %s (decision=%s), chosen on validation", rule, hp.decision)
+    final.update(
         decision=rule,
-        out_dir=job.env.paths.output_data_dir,
+        validation={"loss": val_loss, **{k: val_rules[rule][k] for k in FIGURES}},
+        validation_by_rule={r: {k: v[k] for k in FIGURES} for r, v in val_rules.items()},
+    )
+    return calibrate.calibrate(
+        fitted, test, ctx, decision=rule, out_dir=job.env.paths.output_data_dir
     )
 
 
-def evaluate_test(job: Job, final: dict[str, Any]) -> dict[str, Any] | None:
-    """Evaluate the selected model on ``test`` (if given) under its rule, plain
-    and with 8-fold test-time augmentation (for the record: the served default is without it).
+def evaluate_test(
+    job: Job, final: dict[str, Any], test: calibrate.SplitProbabilities | None
+) -> dict[str, Any] | None:
+    """The selected model's test figures under its rule, from one pass and with 8-fold
+    test-time augmentation (for the record: the served default is without it).
 
     Adds ``test`` and ``test_tta8`` to ``final``; returns the full test summary with the TTA
     one under ``tta8``, or ``None`` without a test channel.
     """
-    if "test" not in job.channels:
+    if test is None:
         return None
-    hp, ctx, rule = job.hp, job.ctx, final["decision"]
-    test_loss, test_rules = evaluate(
-        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, 1
-    )
-    _, test_tta_rules = evaluate(
-        job.model, job.channels["test"], hp, ctx, job.workers, job.precision, 8
-    )
+    by_tta, labels = test
+    rule = final["decision"]
+    test_loss, test_rules = summarize(by_tta[1], labels)
+    _, test_tta_rules = summarize(by_tta[8], labels)
     summary, tta = test_rules[rule], test_tta_rules[rule]
     final["test"] = {"loss": test_loss, **{k: summary[k] for k in FIGURES}}
     final["test_tta8"] = {k: tta[k] for k in FIGURES}
-    if ctx.is_master:
+    if job.ctx.is_master:
         print(
             metrics.format_metrics(
                 {f"test:{k}": summary[k] for k in ("accuracy", "rmse", "mae", "off_by_one")}
