@@ -195,11 +195,22 @@ def test_batcher_answers_as_the_predictor_does(predictor):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def answer_from(model_dir, predictor: Predictor, photo: bytes) -> dict:
+    """One photo's JSON answer from an app built on ``predictor`` (closed afterwards)."""
+    from bincounter.serving.config import ServingConfig
+
+    config = ServingConfig.from_environment({"BINCOUNTER_MODEL_DIR": str(model_dir)})
+    app = create_app(config, predictor)
+    try:
+        return post(app.test_client(), photo).get_json()
+    finally:
+        close_app(app)
+
+
 def test_a_coral_model_with_tta_serves_its_cards_rule(tmp_path):
     """head=coral and decision=median from the card; TTA x8 is the mean of the eight variants."""
     from bincounter.counting import dihedral_variants
     from bincounter.model import build_model, save_model
-    from bincounter.serving.config import ServingConfig
 
     torch.manual_seed(0)
     model_dir = tmp_path / "model"
@@ -221,12 +232,7 @@ def test_a_coral_model_with_tta_serves_its_cards_rule(tmp_path):
     np.testing.assert_allclose(averaged, variants.reshape(8, 2, 5).mean(0), atol=1e-6)
     np.testing.assert_allclose(averaged.sum(1), 1.0, atol=1e-12)
 
-    config = ServingConfig.from_environment({"BINCOUNTER_MODEL_DIR": str(model_dir)})
-    app = create_app(config, tta)
-    try:
-        answer = post(app.test_client(), photo_bytes(0)).get_json()
-    finally:
-        close_app(app)
+    answer = answer_from(model_dir, tta, photo_bytes(0))
     probs = [answer["probabilities"][str(c)] for c in range(1, 6)]
     assert math.isclose(sum(probs), 1.0, abs_tol=1e-9)
     median = next(c for c in range(1, 6) if sum(probs[:c]) >= 0.5 - 1e-12)
@@ -241,7 +247,6 @@ def test_answers_use_the_cards_calibration_for_the_servers_tta(tmp_path, tta):
     from bincounter import calibration
     from bincounter.decision import decide
     from bincounter.model import build_model, save_model
-    from bincounter.serving.config import ServingConfig
 
     torch.manual_seed(0)
     model_dir = tmp_path / "model"
@@ -259,12 +264,7 @@ def test_answers_use_the_cards_calibration_for_the_servers_tta(tmp_path, tta):
     section = {**single, **averaged} if tta == 8 else single
     assert {k: predictor.info.card["calibration"][k] for k in section} == section
     network = predictor.predict_pixels([decode_photo(photo_bytes(3), 32)])
-    config = ServingConfig.from_environment({"BINCOUNTER_MODEL_DIR": str(model_dir)})
-    app = create_app(config, predictor)
-    try:
-        answer = post(app.test_client(), photo_bytes(3)).get_json()
-    finally:
-        close_app(app)
+    answer = answer_from(model_dir, predictor, photo_bytes(3))
     expected = calibration.calibrated(network, section)[0]
     np.testing.assert_allclose([answer["probabilities"][str(c)] for c in range(1, 6)], expected)
     count = int(decide(network, "expected")[0])
