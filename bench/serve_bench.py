@@ -51,8 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bincounter.calibration import head_probabilities
-from bincounter.decision import decide
+from bincounter.decision import decide, head_probabilities
 from bincounter.imaging import load_and_preprocess, load_image, preprocess, preprocess_array
 from bincounter.model import build_model, load_model, save_model
 from bincounter.serving.codec import probabilities_to_prediction

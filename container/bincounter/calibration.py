@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import decision
 from .decision import decide
 
 #: Bins of the expected calibration error (the usual 15, as in Guo et al. 2017).
@@ -62,11 +61,6 @@ T_RANGE = (np.exp(-3.0), np.exp(3.0))
 
 #: Probabilities are floored here before their log (the CORAL head's can be exactly 0).
 _FLOOR = 1e-12
-
-
-def head_probabilities(outputs: ArrayLike, head: str) -> np.ndarray:
-    """Head outputs ``[N, K]`` -> the network's own ``float64 [N, 5]`` probabilities."""
-    return decision.head_probabilities(outputs, head)
 
 
 def parameters(section: Mapping[str, Any] | None) -> tuple[float, np.ndarray]:

@@ -8,6 +8,7 @@ import torch
 
 from bincounter import calibration, verification
 from bincounter.counting import probabilities64
+from bincounter.decision import head_probabilities
 from bincounter.errors import VerificationError
 
 
@@ -20,7 +21,7 @@ def sample_labels(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize("head", ["softmax", "coral"])
 def test_numpy_probabilities_agree_with_torch(head: str) -> None:
     outputs = np.random.default_rng(0).normal(0, 3, (64, 5 if head == "softmax" else 4))
-    ours = calibration.head_probabilities(outputs, head)
+    ours = head_probabilities(outputs, head)
     theirs = probabilities64(torch.from_numpy(outputs), head)
     np.testing.assert_allclose(ours, theirs, atol=1e-12)
     np.testing.assert_allclose(ours.sum(1), 1.0, atol=1e-12)
@@ -30,11 +31,11 @@ def test_numpy_probabilities_agree_with_torch(head: str) -> None:
 def test_fit_recovers_a_known_temperature_and_biases(true_t: float) -> None:
     rng = np.random.default_rng(1)
     z = rng.normal(0, 2, (20000, 5))
-    labels = sample_labels(calibration.head_probabilities(z, "softmax"), rng)
+    labels = sample_labels(head_probabilities(z, "softmax"), rng)
     # The network's logits are the true ones less a bias per count, scaled by T: dividing by T
     # and adding the biases back calibrates them (biases are defined up to a constant).
     true_bias = np.array([0.8, 0.0, -0.5, 0.2, -0.5])
-    network = calibration.head_probabilities((z - true_bias) * true_t, "softmax")
+    network = head_probabilities((z - true_bias) * true_t, "softmax")
     fitted = calibration.fit(network, labels)
     assert fitted["temperature"] == pytest.approx(true_t, rel=0.05)
     bias = np.array(fitted["bias"])
@@ -47,9 +48,9 @@ def test_fit_on_the_coral_heads_probabilities_with_exact_zeros_stays_finite() ->
     rng = np.random.default_rng(5)
     cumulative = np.sort(rng.normal(0, 2, (3000, 4)), axis=1)[:, ::-1] + np.linspace(2, -2, 4)
     # an over-confident network whose cumulative outputs are not always in order
-    p = calibration.head_probabilities(cumulative * 3 + rng.normal(0, 2, (3000, 4)), "coral")
+    p = head_probabilities(cumulative * 3 + rng.normal(0, 2, (3000, 4)), "coral")
     assert (p == 0).any()  # clipped differences: what a log must survive
-    labels = sample_labels(calibration.head_probabilities(cumulative, "coral"), rng)
+    labels = sample_labels(head_probabilities(cumulative, "coral"), rng)
     fitted = calibration.fit(p, labels)
     assert 1.0 < fitted["temperature"] < 20 and np.isfinite(fitted["bias"]).all()
     assert calibration.nll(calibration.calibrated(p, fitted), labels) < calibration.nll(p, labels)
@@ -58,7 +59,7 @@ def test_fit_on_the_coral_heads_probabilities_with_exact_zeros_stays_finite() ->
 def test_a_count_the_validation_split_lacks_gets_a_bounded_bias() -> None:
     """The biases' prior keeps a missing count answerable (no -inf bias from a small split)."""
     rng = np.random.default_rng(6)
-    p = calibration.head_probabilities(rng.normal(0, 1, (40, 5)), "softmax")
+    p = head_probabilities(rng.normal(0, 1, (40, 5)), "softmax")
     labels = rng.integers(0, 4, 40)  # never count 5
     fitted = calibration.fit(p, labels)
     assert -5 < fitted["bias"][4] < 0
@@ -82,11 +83,11 @@ def test_calibration_changes_the_confidence_never_the_count() -> None:
 
 def test_ece_of_calibrated_data_is_near_zero_and_of_overconfident_data_is_not() -> None:
     rng = np.random.default_rng(2)
-    p = calibration.head_probabilities(rng.normal(0, 1.5, (50000, 5)), "softmax")
+    p = head_probabilities(rng.normal(0, 1.5, (50000, 5)), "softmax")
     labels = sample_labels(p, rng)
     conf, correct = calibration.confidence_and_correct(p, labels)
     assert calibration.expected_calibration_error(conf, correct) < 0.01
-    sharp = calibration.head_probabilities(np.log(p) * 3, "softmax")
+    sharp = head_probabilities(np.log(p) * 3, "softmax")
     conf, correct = calibration.confidence_and_correct(sharp, labels)
     assert calibration.expected_calibration_error(conf, correct) > 0.1
 
@@ -119,7 +120,7 @@ def test_scores_nll_brier_and_coverage() -> None:
 
 def test_confidence_thresholds_keep_the_promised_accuracy() -> None:
     rng = np.random.default_rng(3)
-    p = calibration.head_probabilities(rng.normal(0, 1.5, (5000, 5)), "softmax")
+    p = head_probabilities(rng.normal(0, 1.5, (5000, 5)), "softmax")
     labels = sample_labels(p, rng)
     conf, correct = calibration.confidence_and_correct(p, labels)
     thresholds = calibration.confidence_thresholds(conf, correct)
@@ -151,7 +152,7 @@ def test_match_probability_is_calibrated_when_records_go_wrong_as_modelled() -> 
     for photos whose probabilities are calibrated: of the records given match probability m,
     a share m is right."""
     rng = np.random.default_rng(7)
-    p = calibration.head_probabilities(rng.normal(0, 1.5, (60000, 5)), "softmax")
+    p = head_probabilities(rng.normal(0, 1.5, (60000, 5)), "softmax")
     truth = sample_labels(p, rng)
     wrong = rng.random(len(truth)) < 0.3
     record = np.where(wrong, (truth + rng.integers(1, 5, len(truth))) % 5, truth)
@@ -166,7 +167,7 @@ def test_verdicts_and_thresholds_chosen_on_validation() -> None:
     rng = np.random.default_rng(4)
     prior = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
     logits = rng.normal(0, 1.2, (4000, 5)) + np.log(prior)
-    p = calibration.head_probabilities(logits, "softmax")
+    p = head_probabilities(logits, "softmax")
     labels = sample_labels(p, rng)
     section = verification.choose_thresholds(p, labels, 0.1)
     t = section["thresholds"]
@@ -205,11 +206,11 @@ def test_thresholds_keep_their_promise_on_new_photos_most_of_the_time() -> None:
     """A threshold where validation just reaches the level misses it on new photos half the
     time; one promised over resamples (``PROMISE_CONFIDENCE``) keeps it most of the time."""
     rng = np.random.default_rng(9)
-    fresh = calibration.head_probabilities(rng.normal(0, 1.2, (100000, 5)), "softmax")
+    fresh = head_probabilities(rng.normal(0, 1.2, (100000, 5)), "softmax")
     fresh_conf, fresh_correct = calibration.confidence_and_correct(fresh, sample_labels(fresh, rng))
     kept = []
     for _ in range(40):
-        p = calibration.head_probabilities(rng.normal(0, 1.2, (600, 5)), "softmax")
+        p = head_probabilities(rng.normal(0, 1.2, (600, 5)), "softmax")
         conf, correct = calibration.confidence_and_correct(p, sample_labels(p, rng))
         threshold = calibration.confidence_thresholds(conf, correct, levels=(0.6,))["0.6"]
         assert threshold is not None
@@ -219,11 +220,11 @@ def test_thresholds_keep_their_promise_on_new_photos_most_of_the_time() -> None:
 
 def test_mismatch_flags_keep_their_lift_on_new_photos_most_of_the_time() -> None:
     rng = np.random.default_rng(10)
-    fresh = calibration.head_probabilities(rng.normal(0, 1.0, (20000, 5)), "softmax")
+    fresh = head_probabilities(rng.normal(0, 1.0, (20000, 5)), "softmax")
     fresh_records = verification.simulated_records(fresh, sample_labels(fresh, rng), 0.1)
     lifts = []
     for _ in range(30):
-        p = calibration.head_probabilities(rng.normal(0, 1.0, (500, 5)), "softmax")
+        p = head_probabilities(rng.normal(0, 1.0, (500, 5)), "softmax")
         section = verification.choose_thresholds(p, sample_labels(p, rng), 0.1)
         assert section["target_met"]["mismatch"]
         lifts.append(

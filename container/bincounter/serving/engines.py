@@ -50,8 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import openvino_ir
-from ..calibration import head_probabilities
-from ..decision import decide
+from ..decision import decide, head_probabilities
 from .config import gpu_present
 
 if TYPE_CHECKING:

@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration import head_probabilities
 from ..card import served_card, verify_model_files
-from ..decision import TTA_CHOICES
+from ..decision import TTA_CHOICES, head_probabilities
 from ..errors import ModelLoadError
 from ..imaging import load_image, preprocess_array
 from ..openvino_ir import verify_exported

@@ -25,6 +25,7 @@ from torch import nn
 from .. import calibration, verification
 from ..card import served_card
 from ..counting import dihedral_variants
+from ..decision import head_probabilities
 from ..files import atomic_write_json
 from ..model import unwrap
 from . import reports
@@ -75,7 +76,7 @@ def collect_probabilities(
         images, batch_labels = to_device(dihedral_variants(images), batch_labels, precision, ctx)
         with autocast(precision):
             out = net(images)
-        p = calibration.head_probabilities(out.float().cpu().double().numpy(), head)
+        p = head_probabilities(out.float().cpu().double().numpy(), head)
         probabilities.append(p.reshape(variants, len(batch_labels), -1))
         labels.append(batch_labels.cpu().numpy())
     mine = (

@@ -42,8 +42,7 @@ import torch
 from torch import nn
 
 from .. import logs, openvino_ir
-from ..calibration import head_probabilities
-from ..decision import decide
+from ..decision import decide, head_probabilities
 from ..files import atomic_write_json
 from ..imaging import load_and_preprocess
 from ..model import CARD_FILE, load_card, load_model
